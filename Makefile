@@ -1,0 +1,84 @@
+# Roomgate: every command a developer or CI runs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+UV_VERSION ?= 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+# Debian packages the tests and `make dev` run for real.
+APT_PACKAGES := redis-server haproxy
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: system-deps
+system-deps: ## install the Debian packages (redis-server, haproxy) when missing
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v redis-server >/dev/null || { echo "redis-server missing after install"; exit 1; }
+
+.PHONY: uv
+uv:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+
+.PHONY: setup
+setup: system-deps uv ## install everything: Debian packages, the venv with every service editable
+	uv sync --frozen --python $(PYTHON) --all-packages
+
+.PHONY: lock
+lock: uv ## re-resolve uv.lock after changing a pyproject
+	uv lock --python $(PYTHON)
+
+.PHONY: protos
+protos: ## regenerate the Python code of protos/
+	$(BIN)/python tools/gen_protos.py
+
+.PHONY: check-protos
+check-protos:
+	$(BIN)/python tools/gen_protos.py --check
+
+.PHONY: lint
+lint: ## ruff format check + ruff lint + import layering
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+.PHONY: fmt
+fmt: ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: types
+types: ## mypy on the pure cores
+	$(BIN)/mypy --config-file pyproject.toml $(MYPY_TARGETS)
+
+MYPY_TARGETS := \
+	services/common/src/roomgate_common/envelope.py \
+	services/common/src/roomgate_common/keys.py
+
+.PHONY: pytest
+pytest:
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test
+test: setup check-protos lint pytest ## what CI runs: install, check generated code, lint, all tests
+
+.PHONY: check
+check: setup check-protos lint types pytest ## lint, types and tests
+
+.PHONY: dev
+dev: setup ## run the whole system locally (Ctrl-C stops everything)
+	$(BIN)/roomgate dev
+
+.PHONY: bench
+bench: setup ## run the benchmarks (prints figures)
+	$(BIN)/roomgate bench all

@@ -1,0 +1,1 @@
+"""Roomgate auth service."""

@@ -1,0 +1,20 @@
+"""Exceptions shared by every Roomgate package.
+
+    RoomgateError
+    ├── ConfigurationError      settings missing or invalid (raised at start, never later)
+    └── BusUnavailable          Redis cannot be reached or answered with a connection error
+
+Services define their own hierarchy below ``RoomgateError``.
+"""
+
+
+class RoomgateError(Exception):
+    """Base of every Roomgate exception."""
+
+
+class ConfigurationError(RoomgateError):
+    """A setting is missing or invalid."""
+
+
+class BusUnavailable(RoomgateError):
+    """Redis (the bus and the shared state) is not reachable right now."""

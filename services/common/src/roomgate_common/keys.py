@@ -1,0 +1,92 @@
+"""Every Redis key and pub/sub channel name Roomgate uses: the one place for them.
+
+Keys that belong together in Redis Cluster share a hash tag (``{...}``). Nothing else in
+the code base builds a key string by hand.
+"""
+
+from __future__ import annotations
+
+PREFIX = "rg"
+
+# --- auth -------------------------------------------------------------------------------
+
+
+def revoked_token(jti: str) -> str:
+    """String; present while the token with this jti is revoked (expires with the token)."""
+    return f"{PREFIX}:auth:revoked:jti:{jti}"
+
+
+def revoked_before(kind: str, principal_id: str) -> str:
+    """String holding a Unix time: tokens of this principal issued at or before it are revoked."""
+    return f"{PREFIX}:auth:revoked:principal:{kind}:{principal_id}"
+
+
+def api_key(digest: str) -> str:
+    """Hash describing the agent an API key (by its SHA-256 hex digest) stands for."""
+    return f"{PREFIX}:auth:apikey:{digest}"
+
+
+# --- roomauthz ACL data -------------------------------------------------------------------
+
+
+def acl_set(relation: str, subject_id: str) -> str:
+    """Set of object ids (groups or teams) a subject is related to.
+
+    ``relation`` is one of ``agent_group``, ``user_group``, ``user_team``.
+    """
+    return f"{PREFIX}:acl:{{acl}}:{relation}:{subject_id}"
+
+
+def acl_subjects(relation: str) -> str:
+    """Set of subject ids that have at least one entry of ``relation``."""
+    return f"{PREFIX}:acl:{{acl}}:{relation}:_subjects"
+
+
+ACL_VERSION = f"{PREFIX}:acl:{{acl}}:version"
+"""Integer, incremented by every ACL change."""
+
+ACL_CHANGED_CHANNEL = f"{PREFIX}:events:acl"
+"""Pub/sub channel: one JSON message per ACL change (``{"version": N, "subjects": [...]}``)."""
+
+# --- gateway bus ---------------------------------------------------------------------------
+
+
+def room_channel(room: str) -> str:
+    """Pub/sub channel carrying the live messages of one room."""
+    return f"{PREFIX}:room:{{{room}}}"
+
+
+def conn_count_ip(ip: str) -> str:
+    """Hash: gateway id -> live connections from this IP on that gateway."""
+    return f"{PREFIX}:conn:ip:{ip}"
+
+
+def conn_count_user(user_id: str) -> str:
+    """Hash: gateway id -> live connections of this user on that gateway."""
+    return f"{PREFIX}:conn:user:{user_id}"
+
+
+def rate_user(user_id: str, window: int) -> str:
+    """Counter of messages a user sent in one rate window (expires after two windows)."""
+    return f"{PREFIX}:rate:user:{user_id}:{window}"
+
+
+LIVE_POLICY = f"{PREFIX}:policy:live"
+"""Hash: the live gateway policy (``generation`` and ``limits`` JSON) written by the operator."""
+
+POLICY_CHANGED_CHANNEL = f"{PREFIX}:events:policy"
+"""Pub/sub channel: a message whenever LIVE_POLICY changes."""
+
+
+def gateway_presence(gateway_id: str) -> str:
+    """Hash with a TTL: a gateway's live figures (connections, applied policy generation...)."""
+    return f"{PREFIX}:gateway:{gateway_id}"
+
+
+GATEWAYS = f"{PREFIX}:gateways"
+"""Sorted set: gateway id -> last heartbeat (Unix seconds)."""
+
+
+def gateway_control_channel(gateway_id: str) -> str:
+    """Pub/sub channel for commands to one gateway (e.g. drain)."""
+    return f"{PREFIX}:control:{gateway_id}"

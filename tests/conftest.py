@@ -1,0 +1,38 @@
+"""Fixtures shared by every test: a real redis-server (started once per session on a free
+port, flushed before each test) and a few process helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from roomgate_tools.procs import RedisProcess
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One real redis-server for the whole run (AOF off: speed; fault tests start their own)."""
+    server = RedisProcess(tmp_path_factory.mktemp("redis"), aof=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisProcess) -> AsyncIterator[str]:
+    """The URL of the session's Redis, emptied before the test."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.aclose()
+    yield redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server only this test uses (AOF on), for restart and kill tests."""
+    server = RedisProcess(tmp_path / "redis", aof=True)
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,1 @@
+"""Roomgate tools: CLI, dev runner, benchmarks."""

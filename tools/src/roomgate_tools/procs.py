@@ -1,0 +1,144 @@
+"""Local processes for the dev runner, the tests and the benchmarks: a real redis-server on
+its own port and data directory, and Roomgate services started from their console scripts.
+
+Everything listens on 127.0.0.1 and is stopped by whoever started it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+class ProcessError(RuntimeError):
+    """A local process could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise ProcessError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def which(binary: str) -> str:
+    """Absolute path of a required binary; fails (never skips) when it is missing."""
+    found = shutil.which(binary) or (
+        f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+    )
+    if not found:
+        raise ProcessError(f"{binary} is not installed; run `make setup`")
+    return found
+
+
+class ManagedProcess:
+    """A child process with terminate/kill helpers and its output in a log file."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+        )
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class RedisProcess(ManagedProcess):
+    """A real redis-server on 127.0.0.1 with its own data directory (AOF on by default)."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, aof: bool = True) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            which("redis-server"),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(data_dir),
+            "--save", "",
+            "--appendonly", "yes" if aof else "no",
+            "--appendfsync", "everysec",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--maxclients", "10000",
+        ]  # fmt: skip
+        super().__init__(argv, log_path=data_dir / "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        super().start()
+        try:
+            wait_for_port(self.port, timeout=10)
+        except ProcessError as exc:
+            self.kill()
+            raise ProcessError(f"redis-server did not start:\n{self.output()}") from exc
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
