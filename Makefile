@@ -69,11 +69,16 @@ MYPY_TARGETS := \
 pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Each concern may add its own targets in mk/*.mk and append prerequisites of `make test`
+# to TEST_DEPS (e.g. Go-built tools for the Kubernetes tests).
+TEST_DEPS :=
+-include mk/*.mk
+
 .PHONY: test
-test: setup check-protos lint pytest ## what CI runs: install, check generated code, lint, all tests
+test: setup check-protos lint $$(TEST_DEPS) pytest ## what CI runs: install, check generated code, lint, all tests
 
 .PHONY: check
-check: setup check-protos lint types pytest ## lint, types and tests
+check: setup check-protos lint types $$(TEST_DEPS) pytest ## lint, types and tests
 
 .PHONY: dev
 dev: setup ## run the whole system locally (Ctrl-C stops everything)
