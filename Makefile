@@ -75,10 +75,10 @@ TEST_DEPS :=
 -include mk/*.mk
 
 .PHONY: test
-test: setup check-protos lint $$(TEST_DEPS) pytest ## what CI runs: install, check generated code, lint, all tests
+test: setup check-protos lint $(TEST_DEPS) pytest ## what CI runs: install, check generated code, lint, all tests
 
 .PHONY: check
-check: setup check-protos lint types $$(TEST_DEPS) pytest ## lint, types and tests
+check: setup check-protos lint types $(TEST_DEPS) pytest ## lint, types and tests
 
 .PHONY: dev
 dev: setup ## run the whole system locally (Ctrl-C stops everything)

@@ -1,0 +1,1 @@
+"""Subcommands of ``roomgate`` (one module each, see roomgate_tools.cli)."""
