@@ -1,0 +1,1 @@
+"""Benchmark programs (see roomgate_tools.commands.bench)."""
