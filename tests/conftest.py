@@ -3,7 +3,7 @@ port, flushed before each test) and a few process helpers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +21,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 
 @pytest.fixture
-async def redis_url(redis_server: RedisProcess) -> AsyncIterator[str]:
+async def redis_url(redis_server: RedisProcess) -> str:
     """The URL of the session's Redis, emptied before the test."""
     client = aioredis.Redis.from_url(redis_server.url)
     await client.flushall()
     await client.aclose()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture

@@ -58,7 +58,11 @@ def main() -> int:
             current = {k: v for k, v in tree(OUT).items() if "__pycache__" not in k}
             stale = sorted(
                 set(fresh) ^ set(current)
-                | {k for k in fresh.keys() & current.keys() if not filecmp.cmp(fresh[k], current[k], shallow=False)}
+                | {
+                    k
+                    for k in fresh.keys() & current.keys()
+                    if not filecmp.cmp(fresh[k], current[k], shallow=False)
+                }
             )
             if stale:
                 print("generated protobuf code is stale; run `make protos`:", *stale, sep="\n  ")

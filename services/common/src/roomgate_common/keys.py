@@ -52,7 +52,8 @@ ACL_CHANGED_CHANNEL = f"{PREFIX}:events:acl"
 
 
 def room_channel(room: str) -> str:
-    """Pub/sub channel carrying the live messages of one room."""
+    """Pub/sub channel carrying the live messages of one room. Each message is
+    ``b"<offset> <epoch> <envelope JSON>"`` (see roomgate_common.publisher)."""
     return f"{PREFIX}:room:{{{room}}}"
 
 
@@ -90,3 +91,15 @@ GATEWAYS = f"{PREFIX}:gateways"
 def gateway_control_channel(gateway_id: str) -> str:
     """Pub/sub channel for commands to one gateway (e.g. drain)."""
     return f"{PREFIX}:control:{gateway_id}"
+
+
+def room_history(room: str) -> str:
+    """Stream: the room's history. Entry ids are ``<offset>-1`` (offset = the room position),
+    field ``m`` holds the envelope JSON. Escalation consumes ``room_history("alerts")``
+    with a consumer group."""
+    return f"{PREFIX}:history:{{{room}}}"
+
+
+def room_meta(room: str) -> str:
+    """Hash: ``epoch`` (string, changes when history is lost) and ``offset`` (last position)."""
+    return f"{PREFIX}:roommeta:{{{room}}}"
