@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broomgate/auth/v1/auth.proto\x12\x10roomgate.auth.v1\"\xdc\x01\n\tPrincipal\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\x11\n\tgroup_ids\x18\x06 \x03(\t\x12\x10\n\x08team_ids\x18\x07 \x03(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x10\n\x08token_id\x18\t \x01(\t\x12\x11\n\tissued_at\x18\n \x01(\x03\"$\n\x13\x41uthenticateRequest\x12\r\n\x05token\x18\x01 \x01(\t\"F\n\x14\x41uthenticateResponse\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"i\n\x11IssueTokenRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"S\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"9\n\x13RefreshTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"U\n\x14RefreshTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"M\n\x10RevokeAllRequest\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\"\x13\n\x11RevokeAllResponse*~\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_AGENT\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x03\x32\xd6\x03\n\x0b\x41uthService\x12]\n\x0c\x41uthenticate\x12%.roomgate.auth.v1.AuthenticateRequest\x1a&.roomgate.auth.v1.AuthenticateResponse\x12W\n\nIssueToken\x12#.roomgate.auth.v1.IssueTokenRequest\x1a$.roomgate.auth.v1.IssueTokenResponse\x12]\n\x0cRefreshToken\x12%.roomgate.auth.v1.RefreshTokenRequest\x1a&.roomgate.auth.v1.RefreshTokenResponse\x12Z\n\x0bRevokeToken\x12$.roomgate.auth.v1.RevokeTokenRequest\x1a%.roomgate.auth.v1.RevokeTokenResponse\x12T\n\tRevokeAll\x12\".roomgate.auth.v1.RevokeAllRequest\x1a#.roomgate.auth.v1.RevokeAllResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broomgate/auth/v1/auth.proto\x12\x10roomgate.auth.v1\"\xdc\x01\n\tPrincipal\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\x11\n\tgroup_ids\x18\x06 \x03(\t\x12\x10\n\x08team_ids\x18\x07 \x03(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x10\n\x08token_id\x18\t \x01(\t\x12\x11\n\tissued_at\x18\n \x01(\x03\"$\n\x13\x41uthenticateRequest\x12\r\n\x05token\x18\x01 \x01(\t\"F\n\x14\x41uthenticateResponse\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"i\n\x11IssueTokenRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"S\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"9\n\x13RefreshTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"U\n\x14RefreshTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"M\n\x10RevokeAllRequest\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\"\x13\n\x11RevokeAllResponse\"E\n\x13\x43reateApiKeyRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"7\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"6\n\x13RevokeApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"\x16\n\x14RevokeApiKeyResponse*~\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_AGENT\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x03\x32\x94\x05\n\x0b\x41uthService\x12]\n\x0c\x41uthenticate\x12%.roomgate.auth.v1.AuthenticateRequest\x1a&.roomgate.auth.v1.AuthenticateResponse\x12W\n\nIssueToken\x12#.roomgate.auth.v1.IssueTokenRequest\x1a$.roomgate.auth.v1.IssueTokenResponse\x12]\n\x0cRefreshToken\x12%.roomgate.auth.v1.RefreshTokenRequest\x1a&.roomgate.auth.v1.RefreshTokenResponse\x12Z\n\x0bRevokeToken\x12$.roomgate.auth.v1.RevokeTokenRequest\x1a%.roomgate.auth.v1.RevokeTokenResponse\x12T\n\tRevokeAll\x12\".roomgate.auth.v1.RevokeAllRequest\x1a#.roomgate.auth.v1.RevokeAllResponse\x12]\n\x0c\x43reateApiKey\x12%.roomgate.auth.v1.CreateApiKeyRequest\x1a&.roomgate.auth.v1.CreateApiKeyResponse\x12]\n\x0cRevokeApiKey\x12%.roomgate.auth.v1.RevokeApiKeyRequest\x1a&.roomgate.auth.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roomgate.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPALKIND']._serialized_start=880
-  _globals['_PRINCIPALKIND']._serialized_end=1006
+  _globals['_PRINCIPALKIND']._serialized_start=1088
+  _globals['_PRINCIPALKIND']._serialized_end=1214
   _globals['_PRINCIPAL']._serialized_start=50
   _globals['_PRINCIPAL']._serialized_end=270
   _globals['_AUTHENTICATEREQUEST']._serialized_start=272
@@ -55,6 +55,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEALLREQUEST']._serialized_end=857
   _globals['_REVOKEALLRESPONSE']._serialized_start=859
   _globals['_REVOKEALLRESPONSE']._serialized_end=878
-  _globals['_AUTHSERVICE']._serialized_start=1009
-  _globals['_AUTHSERVICE']._serialized_end=1479
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=880
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=949
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=951
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1006
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1008
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1062
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1064
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1086
+  _globals['_AUTHSERVICE']._serialized_start=1217
+  _globals['_AUTHSERVICE']._serialized_end=1877
 # @@protoc_insertion_point(module_scope)

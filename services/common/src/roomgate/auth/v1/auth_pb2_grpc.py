@@ -59,6 +59,16 @@ class AuthServiceStub:
                 request_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeAllRequest.SerializeToString,
                 response_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeAllResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/roomgate.auth.v1.AuthService/CreateApiKey',
+                request_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/roomgate.auth.v1.AuthService/RevokeApiKey',
+                request_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -94,6 +104,18 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +143,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.RevokeAll,
                     request_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeAllRequest.FromString,
                     response_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeAllResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +290,60 @@ class AuthService:
             '/roomgate.auth.v1.AuthService/RevokeAll',
             roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeAllRequest.SerializeToString,
             roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeAllResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomgate.auth.v1.AuthService/CreateApiKey',
+            roomgate_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyRequest.SerializeToString,
+            roomgate_dot_auth_dot_v1_dot_auth__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomgate.auth.v1.AuthService/RevokeApiKey',
+            roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
+            roomgate_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
