@@ -46,7 +46,10 @@ ACL_VERSION = f"{PREFIX}:acl:{{acl}}:version"
 """Integer, incremented by every ACL change."""
 
 ACL_CHANGED_CHANNEL = f"{PREFIX}:events:acl"
-"""Pub/sub channel: one JSON message per ACL change (``{"version": N, "subjects": [...]}``)."""
+"""Pub/sub channel: one JSON message per effective ACL change, exactly
+``{"version": N, "changes": [{"op": "add"|"remove", "relation": "agent_group"|"user_group"|
+"user_team", "subject_id": "7", "object_id": "3"}, ...]}`` (roomgate_roomauthz.events,
+docs/authorization.md)."""
 
 # --- gateway bus ---------------------------------------------------------------------------
 
@@ -103,3 +106,42 @@ def room_history(room: str) -> str:
 def room_meta(room: str) -> str:
     """Hash: ``epoch`` (string, changes when history is lost) and ``offset`` (last position)."""
     return f"{PREFIX}:roommeta:{{{room}}}"
+
+
+# --- escalation ----------------------------------------------------------------------------
+# Every escalation key shares the hash tag {esc}, so the Lua scripts that change several of
+# them at once stay valid on Redis Cluster.
+
+
+def esc_alert(alert_id: str) -> str:
+    """Hash: one alert (state, data JSON, plan, levels fired, next due time, who acked...)."""
+    return f"{PREFIX}:esc:{{esc}}:alert:{alert_id}"
+
+
+def esc_timeline(alert_id: str) -> str:
+    """List of JSON entries (triggered, escalated, acknowledged...), capped, oldest first."""
+    return f"{PREFIX}:esc:{{esc}}:timeline:{alert_id}"
+
+
+def esc_dedup(dedup_key: str) -> str:
+    """String: the alert id an open alert's deduplication key points to."""
+    return f"{PREFIX}:esc:{{esc}}:dedup:{dedup_key}"
+
+
+def esc_seen(stream_entry_id: str) -> str:
+    """String with a TTL: this bus entry of ``room_history("alerts")`` was applied already."""
+    return f"{PREFIX}:esc:{{esc}}:seen:{stream_entry_id}"
+
+
+ESC_DUE = f"{PREFIX}:esc:{{esc}}:due"
+"""Sorted set: alert id -> due time (Unix ms, Redis clock) of its next escalation level; a
+claimed timer's score is moved to the end of its lease."""
+
+ESC_CLAIMS = f"{PREFIX}:esc:{{esc}}:claims"
+"""Hash: alert id -> claim token of the replica currently firing its due level."""
+
+ESC_ACTIVE = f"{PREFIX}:esc:{{esc}}:active"
+"""Sorted set: alert id -> creation time (Unix ms) of every alert not yet resolved."""
+
+ESC_COUNTS = f"{PREFIX}:esc:{{esc}}:counts"
+"""Hash: state -> number of alerts in it (triggered, escalated, acknowledged)."""
