@@ -1,2 +1,42 @@
+"""``roomgate-auth``: read the settings, run the auth service until SIGTERM/SIGINT.
+
+The only place that reads the environment and sets process-global state (logging, the
+global tracer provider).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from opentelemetry import trace
+from roomgate_common.errors import ConfigurationError
+from roomgate_common.logs import setup_logging
+from roomgate_common.runtime import run, serve_until_signal
+from roomgate_common.telemetry import make_tracer_provider
+
+from roomgate_auth.server import AuthServer
+from roomgate_auth.settings import AuthSettings
+
+
 def main() -> None:
-    raise SystemExit("not implemented yet")
+    try:
+        settings = AuthSettings.from_env()
+        setup_logging("auth", settings.log_level)
+        provider = make_tracer_provider("auth", settings.otlp_endpoint)
+        trace.set_tracer_provider(provider)
+        server = AuthServer(settings, tracer_provider=provider)
+    except ConfigurationError as exc:
+        print(f"roomgate-auth: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    async def serve() -> None:
+        await serve_until_signal(server.start, server.stop)
+
+    try:
+        run(serve)
+    finally:
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()
