@@ -132,7 +132,7 @@ class AclStore:
 
     def __init__(self, redis: Redis, cache: AclCache | None = None) -> None:
         self.redis = redis
-        self.cache = cache or AclCache(0)
+        self.cache = cache if cache is not None else AclCache(0)
         self._change = redis.register_script(CHANGE_SCRIPT)
         self._list = redis.register_script(LIST_SCRIPT)
         self.cache_hits = 0
