@@ -1,0 +1,174 @@
+"""The gateway's seams to its gRPC peers (auth, roomauthz). gRPC errors are translated here:
+callers see ``AuthRejected`` (with the auth service's reason) or ``PeerUnavailable``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
+from roomgate.roomauthz.v1 import roomauthz_pb2, roomauthz_pb2_grpc
+from roomgate_common.errors import RoomgateError
+
+from roomgate_gateway.breaker import CircuitBreaker
+
+Principal = auth_pb2.Principal
+
+KIND_NAMES = {
+    auth_pb2.PRINCIPAL_KIND_USER: "user",
+    auth_pb2.PRINCIPAL_KIND_AGENT: "agent",
+    auth_pb2.PRINCIPAL_KIND_SERVICE: "service",
+}
+
+ACTIONS = {
+    "subscribe": roomauthz_pb2.ACTION_SUBSCRIBE,
+    "publish": roomauthz_pb2.ACTION_PUBLISH,
+}
+
+_UNAVAILABLE_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+}
+
+
+class GatewayError(RoomgateError):
+    """Base of the gateway's exceptions.
+
+    GatewayError
+    ├── AuthRejected       the auth service refused the token (``reason``)
+    └── PeerUnavailable    auth/roomauthz/escalation unreachable, or the breaker is open
+    """
+
+
+class AuthRejected(GatewayError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PeerUnavailable(GatewayError):
+    pass
+
+
+def _channel(addr: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        addr,
+        options=[
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.enable_retries", 1),
+        ],
+    )
+
+
+class AuthClient:
+    """Authenticate tokens; protected by a circuit breaker (open -> fail fast, 1013)."""
+
+    def __init__(
+        self,
+        addr: str,
+        *,
+        timeout: float,
+        breaker_failures: int,
+        breaker_recovery: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._channel = _channel(addr)
+        self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._timeout = timeout
+        self.breaker = CircuitBreaker(
+            failure_threshold=breaker_failures, recovery_timeout=breaker_recovery, clock=clock
+        )
+
+    async def authenticate(self, token: str) -> Principal:
+        if not self.breaker.allow():
+            raise PeerUnavailable("auth circuit open")
+        try:
+            reply = await self._stub.Authenticate(
+                auth_pb2.AuthenticateRequest(token=token), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self.breaker.success()
+                raise AuthRejected(exc.details() or "unauthenticated") from None
+            if exc.code() in _UNAVAILABLE_CODES:
+                self.breaker.failure()
+                raise PeerUnavailable(f"auth: {exc.code().name}") from None
+            self.breaker.success()
+            raise AuthRejected("malformed") from None
+        self.breaker.success()
+        return reply.principal
+
+    async def ready(self) -> bool:
+        """The auth service answers its health check with SERVING."""
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    room: str
+    allowed: bool
+    reason: str
+
+
+class RoomAuthzClient:
+    def __init__(self, addr: str, *, timeout: float) -> None:
+        self._channel = _channel(addr)
+        self._stub = roomauthz_pb2_grpc.RoomAuthzServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def authorize(
+        self, principal: Principal, room: str, action: str, message_type: str = ""
+    ) -> Decision:
+        try:
+            reply = await self._stub.Authorize(
+                roomauthz_pb2.AuthorizeRequest(
+                    principal=principal,
+                    room=room,
+                    action=ACTIONS[action],
+                    message_type=message_type,
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnavailable(f"roomauthz: {exc.code().name}") from None
+        d = reply.decision
+        return Decision(room=room, allowed=d.allowed, reason=d.reason)
+
+    async def authorize_many(
+        self, principal: Principal, rooms: Sequence[str], action: str
+    ) -> list[Decision]:
+        try:
+            reply = await self._stub.AuthorizeMany(
+                roomauthz_pb2.AuthorizeManyRequest(
+                    principal=principal,
+                    items=[roomauthz_pb2.RoomAction(room=r, action=ACTIONS[action]) for r in rooms],
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise PeerUnavailable(f"roomauthz: {exc.code().name}") from None
+        return [
+            Decision(room=r, allowed=d.allowed, reason=d.reason)
+            for r, d in zip(rooms, reply.decisions, strict=True)
+        ]
+
+    async def close(self) -> None:
+        await self._channel.close()

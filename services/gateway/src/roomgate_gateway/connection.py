@@ -1,0 +1,530 @@
+"""One client connection: the protocol state machine driven by a WebSocket (raw ASGI).
+
+The read side runs in the ASGI task uvicorn gives every connection. The write side costs
+nothing while the client keeps up: a delivery is written at once (``_send_now`` steps the
+ASGI ``send`` coroutine eagerly; the transport accepts it without suspending). Only when
+the socket pushes back does the connection get a writer task, which drains the bounded
+priority queue (``OutboundQueue``), several messages per ``batch`` frame, and exits when
+the queue is empty. Fan-out therefore never waits for a slow client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from roomgate_common.envelope import encode, make_envelope
+from roomgate_common.errors import BusUnavailable
+
+from roomgate_gateway import protocol as p
+from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
+from roomgate_gateway.codes import CLOSE_REASONS, CloseCode, ErrorCode
+from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
+from roomgate_gateway.state import ConnectionStateMachine, State
+
+if TYPE_CHECKING:
+    from roomgate_gateway.gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+_json = msgspec.json.Encoder()
+
+
+class _Resume:
+    """Continue, inside a task, a coroutine that was stepped by hand and suspended on
+    ``first`` (what ``yield from`` does; Python 3.12's eager tasks do the same)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        value = self.first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:
+                try:
+                    value = self.coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = self.coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class Closing(Exception):
+    """Raised inside the read loop to stop it (the close frame is already on its way)."""
+
+
+class Connection:
+    __slots__ = (
+        "_busy",
+        "_expiry_timers",
+        "_queue",
+        "_receive",
+        "_send",
+        "_writer",
+        "compress",
+        "gw",
+        "ip",
+        "last_seen",
+        "principal",
+        "recovering",
+        "rooms",
+        "sm",
+    )
+
+    def __init__(self, gw: Gateway, send: Send, receive: Receive, ip: str, compress: bool) -> None:
+        self.gw = gw
+        self._send = send
+        self._receive = receive
+        self.ip = ip
+        self.compress = compress
+        self.sm = ConnectionStateMachine()
+        self.principal: Principal | None = None
+        self.rooms: set[str] = set()
+        # room -> live messages held back while its history is replayed
+        self.recovering: dict[str, list[Outgoing]] | None = None
+        self.last_seen = time.monotonic()
+        self._queue: OutboundQueue | None = None
+        self._busy = False
+        self._writer: asyncio.Task[None] | None = None
+        self._expiry_timers: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def user_id(self) -> str:
+        assert self.principal is not None
+        return self.principal.id
+
+    @property
+    def kind(self) -> str:
+        assert self.principal is not None
+        return KIND_NAMES.get(self.principal.kind, "unknown")
+
+    @property
+    def sender(self) -> str:
+        return f"{self.kind}-{self.user_id}" if self.principal else "anonymous"
+
+    # ------------------------------------------------------------------ outbound
+    def deliver(self, item: Outgoing) -> None:
+        """Hand one message to this client; never waits."""
+        if self.sm.state is not State.OPEN:
+            self.gw.metrics.drops.labels("closed").inc()
+            return
+        if self.recovering is not None and item.room in self.recovering:
+            self.recovering[item.room].append(item)
+            return
+        if self._busy:
+            self._enqueue(item)
+            return
+        self._send_now(self._frame_of(item))
+
+    def _enqueue(self, item: Outgoing) -> None:
+        if self._queue is None:
+            self._queue = OutboundQueue(self.gw.limits.outbound_queue_size)
+        self._queue.maxsize = self.gw.limits.outbound_queue_size
+        try:
+            dropped = self._queue.push(item)
+        except SlowConsumer:
+            self.gw.metrics.drops.labels("slow_consumer").inc(len(self._queue) + 1)
+            self.close_soon(CloseCode.TRY_AGAIN_LATER, reason="Slow consumer")
+            return
+        if dropped is not None:
+            self.gw.metrics.drops.labels(f"queue_full_{dropped.priority}").inc()
+
+    def _frame_of(self, item: Outgoing) -> str:
+        if self.compress and len(item.frame) >= self.gw.settings.compression_threshold:
+            if item.compressed is None:
+                packed = base64.b64encode(zlib.compress(item.frame.encode(), 6)).decode()
+                item.compressed = '{"type":"compressed","data":"' + packed + '"}'
+            return item.compressed
+        return item.frame
+
+    def _send_now(self, frame: str) -> None:
+        coro = self._send({"type": "websocket.send", "text": frame})
+        try:
+            suspended_on = coro.send(None)
+        except StopIteration:
+            self.gw.delivered += 1
+            return
+        except Exception:
+            self.gw.metrics.drops.labels("closed").inc()
+            return
+        # The socket pushed back: continue in a writer task, queue everything after it.
+        self._busy = True
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_behind(_Resume(coro, suspended_on))
+        )
+
+    async def _write_behind(self, pending: _Resume) -> None:
+        try:
+            await pending
+            self.gw.delivered += 1
+            batch_max = self.gw.settings.outbound_batch_max
+            while self._queue and self.sm.state is State.OPEN:
+                items, expired = self._queue.pop_many(batch_max, time.monotonic())
+                if expired:
+                    self.gw.metrics.drops.labels("expired").inc(expired)
+                if not items:
+                    continue
+                if len(items) == 1:
+                    frame = self._frame_of(items[0])
+                else:
+                    frame = '{"type":"batch","messages":[' + ",".join(i.frame for i in items) + "]}"
+                await self._send({"type": "websocket.send", "text": frame})
+                self.gw.delivered += len(items)
+        except Exception:  # noqa: BLE001 - the peer went away; the read loop ends it
+            self.gw.metrics.drops.labels("closed").inc(len(self._queue or ()))
+        finally:
+            self._busy = False
+            self._writer = None
+
+    def send_message(
+        self,
+        type_: str,
+        data: dict[str, Any] | None = None,
+        *,
+        room: str | None = None,
+        correlation_id: str | None = None,
+        priority: str = "high",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Send a server-emitted message (id, timestamp and sender set by the gateway)."""
+        metadata: dict[str, Any] = {"priority": priority}
+        if correlation_id:
+            metadata["correlation_id"] = correlation_id
+        env = make_envelope(type_, sender="gateway", room=room, data=data, metadata=metadata)
+        raw = encode(env)
+        if extra:
+            raw = raw[:-1] + b"," + _json.encode(extra)[1:]
+        self.gw.metrics.messages_out.labels(type_).inc()
+        self.deliver(Outgoing(raw.decode(), "high"))  # type: ignore[arg-type]
+
+    def error(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref: p._Base | None = None,
+        ref_id: str | None = None,
+        **extra: Any,
+    ) -> None:
+        self.gw.metrics.errors.labels(code.value).inc()
+        data: dict[str, Any] = {"code": code.value, "message": message, **extra}
+        if ref_id or (ref is not None and ref.id):
+            data["ref_id"] = ref_id or (ref.id if ref else None)
+        self.send_message("error", data, correlation_id=_correlation(ref))
+
+    # ------------------------------------------------------------------ closing
+    async def close(self, code: CloseCode, reason: str | None = None) -> None:
+        if self.sm.state in (State.CLOSING, State.CLOSED):
+            return
+        self.sm.to(State.CLOSING)
+        self.gw.metrics.closes.labels(str(int(code))).inc()
+        with contextlib.suppress(Exception):
+            await self._send(
+                {
+                    "type": "websocket.close",
+                    "code": int(code),
+                    "reason": reason or CLOSE_REASONS[code],
+                }
+            )
+
+    def close_soon(self, code: CloseCode, reason: str | None = None) -> None:
+        """Close from synchronous code (fan-out, timers)."""
+        if self.sm.state is State.OPEN or self.sm.state is State.CONNECTING:
+            asyncio.get_running_loop().create_task(self.close(code, reason))
+
+    async def flush(self, grace: float) -> None:
+        """Wait (bounded) until everything queued for this client is written."""
+        writer = self._writer
+        if writer is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(writer), grace)
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self, token: str | None) -> None:
+        gw = self.gw
+        try:
+            if (await self._receive())["type"] != "websocket.connect":
+                return
+            await self._send({"type": "websocket.accept"})
+            if gw.draining:
+                await self._reconnect_hint_and_close()
+                return
+            with gw.tracer.start_as_current_span("connect", attributes={"net.peer.ip": self.ip}):
+                authenticated = await self._authenticate(token)
+            if not authenticated:
+                return
+            await self._read_loop()
+        except Closing:
+            pass
+        except Exception:
+            log.exception("connection failed")
+            await self.close(CloseCode.INTERNAL_ERROR)
+        finally:
+            await gw.unregister(self)
+            if self.sm.state is not State.CLOSED:
+                self.sm.to(State.CLOSED) if self.sm.state is not State.CLOSED else None
+            if self._expiry_timers:
+                for timer in self._expiry_timers:
+                    timer.cancel()
+
+    async def _authenticate(self, token: str | None) -> bool:
+        gw = self.gw
+        deadline = time.monotonic() + gw.limits.auth_deadline
+        while token is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                gw.metrics.connects.labels("auth_timeout").inc()
+                await self.close(CloseCode.UNAUTHORIZED)
+                return False
+            try:
+                message = await asyncio.wait_for(self._receive(), remaining)
+            except TimeoutError:
+                continue
+            if message["type"] == "websocket.disconnect":
+                gw.metrics.connects.labels("gone").inc()
+                return False
+            raw = message.get("text") or message.get("bytes") or b""
+            if len(raw) > gw.limits.max_message_bytes:
+                await self.close(CloseCode.MESSAGE_TOO_BIG)
+                return False
+            try:
+                msg = p.parse_message(raw)
+            except p.ProtocolError as exc:
+                self._error_now(exc.code, exc.message, exc.ref_id)
+                continue
+            if isinstance(msg, p.Auth) and not isinstance(msg, p.Refresh):
+                token = msg.credential()
+            else:
+                self._error_now(ErrorCode.NOT_AUTHENTICATED, "send `auth` first", msg.id)
+        try:
+            principal = await gw.authenticate(token)
+        except AuthRejected as exc:
+            gw.metrics.connects.labels("unauthorized").inc()
+            self._error_now(ErrorCode.UNAUTHORIZED, "token rejected", None, reason=exc.reason)
+            await self.close(CloseCode.UNAUTHORIZED)
+            return False
+        except PeerUnavailable:
+            gw.metrics.connects.labels("auth_unavailable").inc()
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+            return False
+        self.principal = principal
+        refused = await gw.register(self)
+        if refused is not None:
+            gw.metrics.connects.labels(refused).inc()
+            self._error_now(ErrorCode.CONNECTION_LIMIT, f"too many connections ({refused})", None)
+            await self.close(CloseCode.CONNECTION_LIMIT)
+            return False
+        self.sm.to(State.OPEN)
+        gw.metrics.connects.labels("ok").inc()
+        self._arm_expiry(principal.expires_at)
+        limits = gw.limits
+        self.send_message(
+            "welcome",
+            {
+                "user_id": principal.id,
+                "kind": self.kind,
+                "session_id": principal.session_id,
+                "roles": list(principal.roles),
+                "permissions": list(principal.permissions),
+                "groups": list(principal.group_ids),
+                "teams": list(principal.team_ids),
+                "expires_at": principal.expires_at,
+                "heartbeat_interval": limits.heartbeat_interval,
+                "heartbeat_timeout": limits.heartbeat_timeout,
+                "server_time": time.time(),
+                "gateway": gw.settings.gateway_id,
+                "compression": "deflate" if self.compress else None,
+                "limits": limits.public(),
+            },
+        )
+        await gw.join_personal_rooms(self)
+        return True
+
+    def _error_now(self, code: ErrorCode, message: str, ref_id: str | None, **extra: Any) -> None:
+        """An error before the connection is OPEN (deliver() would drop it)."""
+        self.gw.metrics.errors.labels(code.value).inc()
+        data: dict[str, Any] = {"code": code.value, "message": message, **extra}
+        if ref_id:
+            data["ref_id"] = ref_id
+        env = make_envelope("error", sender="gateway", data=data, metadata={"priority": "high"})
+        self._send_now(encode(env).decode())
+
+    def _arm_expiry(self, expires_at: int) -> None:
+        if self._expiry_timers:
+            for timer in self._expiry_timers:
+                timer.cancel()
+        if not expires_at:
+            self._expiry_timers = None
+            return
+        loop = asyncio.get_running_loop()
+        left = expires_at - time.time()
+        warn_in = max(0.0, left - self.gw.settings.token_expiry_warning)
+        self._expiry_timers = (
+            loop.call_later(warn_in, self._warn_expiry, expires_at),
+            loop.call_later(
+                max(0.0, left), self.close_soon, CloseCode.UNAUTHORIZED, "Token expired"
+            ),
+        )
+
+    def _warn_expiry(self, expires_at: int) -> None:
+        self.send_message(
+            "token_expiring",
+            {"expires_at": expires_at, "seconds_left": max(0, int(expires_at - time.time()))},
+        )
+
+    async def _reconnect_hint_and_close(self, delay_ms: int | None = None) -> None:
+        if delay_ms is None:
+            delay_ms = random.randint(0, self.gw.settings.reconnect_jitter_ms)
+        env = make_envelope(
+            "reconnect",
+            sender="gateway",
+            data={"delay_ms": delay_ms, "reason": "draining"},
+            metadata={"priority": "high"},
+        )
+        self._send_now(encode(env).decode())
+        await self.close(CloseCode.SERVICE_RESTART)
+
+    async def drain(self, grace: float) -> None:
+        """Flush what is queued, hint a jittered reconnect delay, close 1012."""
+        if self.sm.state is not State.OPEN:
+            return
+        await self.flush(grace)
+        await self._reconnect_hint_and_close()
+
+    async def _read_loop(self) -> None:
+        gw = self.gw
+        receive = self._receive
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            self.last_seen = time.monotonic()
+            size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+            if size > gw.limits.max_message_bytes:
+                gw.metrics.errors.labels("message_too_big").inc()
+                await self.close(CloseCode.MESSAGE_TOO_BIG)
+                return
+            if self.sm.state is not State.OPEN:
+                return
+            await self.handle_raw(raw)
+
+    # ------------------------------------------------------------------ inbound
+    async def handle_raw(self, raw: str | bytes, *, nested: bool = False) -> None:
+        try:
+            msg = p.parse_message(raw, nested=nested)
+        except p.ProtocolError as exc:
+            self.gw.metrics.messages_in.labels("invalid").inc()
+            self.error(exc.code, exc.message, ref_id=exc.ref_id)
+            return
+        await self.handle(msg)
+
+    async def handle(self, msg: p.ClientMessage) -> None:
+        gw = self.gw
+        type_ = msg.type if isinstance(msg, p.Event) else type(msg).__struct_config__.tag
+        gw.metrics.messages_in.labels(type_ if isinstance(type_, str) else "unknown").inc()
+        if isinstance(msg, p.Ping):
+            self.send_message(
+                "pong",
+                {"timestamp": msg.echo(), "server_time": time.time()},
+                correlation_id=_correlation(msg),
+            )
+            return
+        if not isinstance(msg, p.Ack) and not await gw.within_rate(self):
+            return
+        if isinstance(msg, p.Batch):
+            if len(msg.messages) > gw.settings.max_batch_messages:
+                self.error(
+                    ErrorCode.BATCH_TOO_LARGE,
+                    f"at most {gw.settings.max_batch_messages} messages per batch",
+                    ref=msg,
+                )
+                return
+            for item in msg.messages:
+                await self.handle_raw(bytes(item), nested=True)
+            return
+        if isinstance(msg, p.Compressed):
+            try:
+                inflated = p.inflate(msg.data, max_inflated=gw.settings.max_inflated_bytes)
+            except p.ProtocolError as exc:
+                self.error(exc.code, exc.message, ref=msg)
+                return
+            await self.handle_raw(inflated, nested=False)
+            return
+        if isinstance(msg, p.Subscribe):
+            await gw.subscribe(self, msg)
+        elif isinstance(msg, p.Unsubscribe):
+            await gw.unsubscribe(self, msg)
+        elif isinstance(msg, p.Event):
+            await gw.client_publish(self, msg)
+        elif isinstance(msg, p.Refresh):
+            await self._refresh(msg)
+        elif isinstance(msg, p.Auth):
+            self.error(
+                ErrorCode.ALREADY_AUTHENTICATED, "use `refresh` to replace the token", ref=msg
+            )
+        elif isinstance(msg, p.Ack):
+            gw.acked(self, msg.ackId)
+
+    async def _refresh(self, msg: p.Refresh) -> None:
+        token = msg.credential()
+        if not token:
+            self.error(ErrorCode.INVALID_MESSAGE, "`token` is required", ref=msg)
+            return
+        try:
+            principal = await self.gw.authenticate(token)
+        except AuthRejected as exc:
+            self.error(ErrorCode.REFRESH_FAILED, "token rejected", ref=msg, reason=exc.reason)
+            return
+        except PeerUnavailable:
+            self.error(ErrorCode.UNAVAILABLE, "auth service unavailable, retry", ref=msg)
+            return
+        assert self.principal is not None
+        if (principal.kind, principal.id) != (self.principal.kind, self.principal.id):
+            self.error(
+                ErrorCode.REFRESH_FAILED,
+                "token is for another principal",
+                ref=msg,
+                reason="principal_mismatch",
+            )
+            return
+        self.principal = principal
+        self._arm_expiry(principal.expires_at)
+        self.send_message(
+            "token_refreshed",
+            {"expires_at": principal.expires_at},
+            correlation_id=_correlation(msg),
+        )
+
+
+def _correlation(msg: p._Base | None) -> str | None:
+    if msg is None:
+        return None
+    if msg.metadata is not None and msg.metadata.correlation_id:
+        return msg.metadata.correlation_id
+    return None
+
+
+__all__ = ["BusUnavailable", "Connection"]

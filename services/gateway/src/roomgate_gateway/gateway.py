@@ -1,0 +1,723 @@
+"""The gateway core: local rooms and connections, fan-out from the bus, subscriptions through
+roomauthz, client publishing, cluster-wide limits in Redis, the live policy, presence and
+draining. Owned by the ASGI lifespan (see app.py); one per process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
+from roomgate_common import keys
+from roomgate_common.envelope import Envelope, encode, make_envelope
+from roomgate_common.errors import BusUnavailable
+from roomgate_common.publisher import Publisher, split_bus_message
+from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, translate_errors
+from roomgate_common.telemetry import extract_trace, inject_trace
+
+from roomgate_gateway import protocol as p
+from roomgate_gateway.clients import (
+    AuthClient,
+    AuthRejected,
+    Decision,
+    PeerUnavailable,
+    Principal,
+    RoomAuthzClient,
+)
+from roomgate_gateway.codes import CloseCode, ErrorCode
+from roomgate_gateway.connection import Connection
+from roomgate_gateway.limits import Limits, apply_policy
+from roomgate_gateway.metrics import GatewayMetrics
+from roomgate_gateway.outbound import Outgoing
+from roomgate_gateway.settings import GatewaySettings
+from roomgate_gateway.state import State
+
+log = logging.getLogger(__name__)
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+# Connect: refuse when the cluster-wide count of this IP or user is at its limit, else count.
+CONNECT_SCRIPT = """
+local function total(key)
+  local sum = 0
+  for _, v in ipairs(redis.call('HVALS', key)) do sum = sum + tonumber(v) end
+  return sum
+end
+if total(KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
+if total(KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+redis.call('SADD', KEYS[3], KEYS[1], KEYS[2])
+return 0
+"""
+
+DISCONNECT_SCRIPT = """
+for i = 1, 2 do
+  if redis.call('HINCRBY', KEYS[i], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[i], ARGV[1]) end
+end
+return 0
+"""
+
+# Forget the counts of a gateway that stopped heartbeating (crashed).
+FORGET_SCRIPT = """
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('HDEL', key, ARGV[1]) end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 0
+"""
+
+RATE_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        metrics: GatewayMetrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or GatewayMetrics()
+        self.tracer = tracer or trace.get_tracer("roomgate.gateway")
+        self.limits = Limits.from_settings(settings)
+        self.connections: set[Connection] = set()
+        self.rooms: dict[str, set[Connection]] = {}
+        self.by_user: dict[tuple[int, str], set[Connection]] = {}
+        self.draining = False
+        self.delivered = 0
+        self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
+        self._pending_by_ip: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.redis: Redis
+        self.publisher: Publisher
+        self.auth: AuthClient
+        self.authz: RoomAuthzClient
+
+    # ------------------------------------------------------------------ lifespan
+    async def start(self) -> None:
+        s = self.settings
+        self.redis = connect(s.redis_url, name="roomgate-gateway")
+        self.publisher = Publisher(self.redis, sender="gateway")
+        self._connect_script = self.redis.register_script(CONNECT_SCRIPT)
+        self._disconnect_script = self.redis.register_script(DISCONNECT_SCRIPT)
+        self._forget_script = self.redis.register_script(FORGET_SCRIPT)
+        self._rate_script = self.redis.register_script(RATE_SCRIPT)
+        self.auth = AuthClient(
+            s.auth_addr,
+            timeout=s.auth_timeout,
+            breaker_failures=s.auth_breaker_failures,
+            breaker_recovery=s.auth_breaker_recovery,
+        )
+        self.authz = RoomAuthzClient(s.roomauthz_addr, timeout=s.auth_timeout)
+        from roomgate_gateway.bus import RoomBus
+
+        self.bus = RoomBus(
+            s.redis_url,
+            on_room=self.on_room_message,
+            on_control=self.on_control_message,
+            control_channels=[
+                keys.ACL_CHANGED_CHANNEL,
+                keys.POLICY_CHANGED_CHANNEL,
+                keys.gateway_control_channel(s.gateway_id),
+            ],
+            metrics=self.metrics,
+        )
+        await self.bus.start()
+        await self.load_policy()
+        self._tasks = [
+            asyncio.create_task(self._presence_loop(), name="presence"),
+            asyncio.create_task(self._sweep_loop(), name="heartbeat-sweeper"),
+        ]
+        log.info("gateway started", extra={"gateway": s.gateway_id})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+            await self.redis.delete(keys.gateway_presence(self.settings.gateway_id))
+            await self.redis.zrem(keys.GATEWAYS, self.settings.gateway_id)
+        await self.bus.stop()
+        await self.auth.close()
+        await self.authz.close()
+        await self.redis.aclose()
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"draining": not self.draining, "redis": self.bus.connected.is_set()}
+        try:
+            checks["redis"] = checks["redis"] and bool(await self.redis.ping())
+        except CONNECTION_ERRORS:
+            checks["redis"] = False
+        checks["auth"] = await self.auth.ready()
+        return checks
+
+    # ------------------------------------------------------------------ auth
+    async def authenticate(self, token: str) -> Principal:
+        start = time.perf_counter()
+        with self.tracer.start_as_current_span("auth") as span:
+            try:
+                return await self.auth.authenticate(token)
+            except AuthRejected as exc:
+                span.set_attribute("roomgate.auth.reason", exc.reason)
+                raise
+            finally:
+                self.metrics.auth_latency.observe(time.perf_counter() - start)
+
+    async def register(self, conn: Connection) -> str | None:
+        """Count the connection cluster-wide; returns the refusal outcome or None."""
+        assert conn.principal is not None
+        try:
+            async with translate_errors("connect"):
+                verdict = await self._connect_script(
+                    keys=[*self._count_keys(conn), self._gateway_keys_set()],
+                    args=[
+                        self.settings.gateway_id,
+                        self.limits.max_connections_per_ip,
+                        self.limits.max_connections_per_user,
+                    ],
+                )
+        except BusUnavailable:
+            return "redis_unavailable"
+        if verdict == 1:
+            return "limit_ip"
+        if verdict == 2:
+            return "limit_user"
+        self.connections.add(conn)
+        self.by_user.setdefault((conn.principal.kind, conn.principal.id), set()).add(conn)
+        self.metrics.connections.set(len(self.connections))
+        if conn.kind == "agent":
+            await self._agent_event(conn, "agent_connected")
+        return None
+
+    async def unregister(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        assert conn.principal is not None
+        users = self.by_user.get((conn.principal.kind, conn.principal.id))
+        if users is not None:
+            users.discard(conn)
+            if not users:
+                del self.by_user[(conn.principal.kind, conn.principal.id)]
+        for room in list(conn.rooms):
+            await self._leave(conn, room)
+        self.metrics.connections.set(len(self.connections))
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await self._disconnect_script(
+                keys=self._count_keys(conn), args=[self.settings.gateway_id]
+            )
+        if conn.kind == "agent":
+            with contextlib.suppress(BusUnavailable):
+                await self._agent_event(conn, "agent_disconnected")
+
+    def _count_keys(self, conn: Connection) -> list[str]:
+        assert conn.principal is not None
+        principal = f"{conn.kind}:{conn.principal.id}"
+        return [keys.conn_count_ip(conn.ip), keys.conn_count_user(principal)]
+
+    def _gateway_keys_set(self) -> str:
+        return keys.gateway_presence(self.settings.gateway_id) + ":countkeys"
+
+    async def _agent_event(self, conn: Connection, type_: str) -> None:
+        data = {"agent_id": _int_or_str(conn.user_id), "gateway": self.settings.gateway_id}
+        for room in ("agents", f"agent-{conn.user_id}"):
+            with contextlib.suppress(BusUnavailable):
+                await self.publisher.publish(room, type_, data, sender=conn.sender, priority="high")
+
+    # ------------------------------------------------------------------ rooms
+    async def join_personal_rooms(self, conn: Connection) -> None:
+        assert conn.principal is not None
+        personal = []
+        if conn.kind == "user":
+            personal.append(f"user-{conn.principal.id}")
+        if conn.principal.session_id:
+            personal.append(f"session-{conn.principal.session_id}")
+        for room in personal:
+            await self._join(conn, room)
+            conn.send_message("subscribed", {"room": room, "personal": True}, room=room)
+
+    async def _join(self, conn: Connection, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = set()
+        members.add(conn)
+        conn.rooms.add(room)
+        self.metrics.subscriptions.inc()
+        await self.bus.join(room)
+
+    async def _leave(self, conn: Connection, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is None or conn not in members:
+            return
+        members.discard(conn)
+        conn.rooms.discard(room)
+        if not members:
+            del self.rooms[room]
+        self.metrics.subscriptions.dec()
+        await self.bus.leave(room)
+
+    async def authorize(
+        self, conn: Connection, room: str, action: str, message_type: str = ""
+    ) -> Decision:
+        assert conn.principal is not None
+        key = (conn.principal.token_id or conn.principal.session_id, room, action, message_type)
+        now = time.monotonic()
+        hit = self._authz_cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        start = time.perf_counter()
+        decision = await self.authz.authorize(conn.principal, room, action, message_type)
+        self.metrics.authz_latency.observe(time.perf_counter() - start)
+        if self.settings.authz_cache_ttl > 0:
+            if len(self._authz_cache) > 100_000:
+                self._authz_cache.clear()
+            self._authz_cache[key] = (now + self.settings.authz_cache_ttl, decision)
+        return decision
+
+    async def subscribe(self, conn: Connection, msg: p.Subscribe) -> None:
+        room = msg.data.room
+        corr = msg.metadata.correlation_id if msg.metadata else None
+        with self.tracer.start_as_current_span("subscribe", attributes={"roomgate.room": room}):
+            if room not in conn.rooms:
+                if len(conn.rooms) >= self.limits.max_subscriptions_per_connection:
+                    conn.error(
+                        ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                        "subscription limit reached",
+                        ref=msg,
+                        room=room,
+                    )
+                    return
+                if (
+                    not self.bus.serves(room)
+                    and self.bus.rooms >= self.settings.max_rooms_per_gateway
+                ):
+                    conn.error(
+                        ErrorCode.GATEWAY_ROOM_LIMIT,
+                        "this gateway serves too many rooms",
+                        ref=msg,
+                        room=room,
+                    )
+                    return
+            try:
+                decision = await self.authorize(conn, room, "subscribe")
+            except PeerUnavailable:
+                conn.error(
+                    ErrorCode.UNAVAILABLE, "authorisation unavailable, retry", ref=msg, room=room
+                )
+                return
+            if not decision.allowed:
+                code = (
+                    ErrorCode.INVALID_ROOM
+                    if decision.reason == "unknown_room"
+                    else ErrorCode.PERMISSION_DENIED
+                )
+                conn.error(code, "subscription refused", ref=msg, room=room, reason=decision.reason)
+                return
+            if conn.sm.state is not State.OPEN:
+                return
+            if msg.data.since is None or room in conn.rooms:
+                if room not in conn.rooms:
+                    await self._join(conn, room)
+                conn.send_message("subscribed", {"room": room}, room=room, correlation_id=corr)
+                return
+            await self._subscribe_recovering(conn, room, msg.data.since, corr)
+
+    async def _subscribe_recovering(
+        self, conn: Connection, room: str, since: p.Since, corr: str | None
+    ) -> None:
+        """Join live first (holding live messages back), replay history after ``since``,
+        then release the held messages that the replay did not cover: no gap, no duplicate."""
+        if conn.recovering is None:
+            conn.recovering = {}
+        conn.recovering[room] = []
+        await self._join(conn, room)
+        replay: list[Outgoing] = []
+        recovered = False
+        missed: int | None = None
+        epoch = ""
+        last_offset = since.offset
+        try:
+            async with translate_errors("recover"):
+                meta = await self.redis.hmget(keys.room_meta(room), ["epoch", "offset"])
+                epoch = (meta[0] or b"").decode()
+                top = int(meta[1] or 0)
+                if epoch and epoch == since.epoch and since.offset <= top:
+                    entries = await self.redis.xrange(
+                        keys.room_history(room), min=f"{since.offset + 1}-1", max="+"
+                    )
+                    first = int(entries[0][0].split(b"-")[0]) if entries else top + 1
+                    if first == since.offset + 1 or since.offset == top:
+                        recovered = True
+                        for entry_id, fields in entries:
+                            offset = int(entry_id.split(b"-")[0])
+                            out = self._outgoing(room, offset, epoch, fields[b"m"])
+                            if out is not None:
+                                replay.append(out)
+                                last_offset = offset
+                    else:
+                        missed = top - since.offset
+                elif (epoch and epoch == since.epoch) or epoch:
+                    missed = None
+        except BusUnavailable:
+            recovered = False
+        held = conn.recovering.pop(room, [])
+        if not conn.recovering:
+            conn.recovering = None
+        data: dict[str, Any] = {"room": room, "recovered": recovered, "epoch": epoch}
+        if recovered:
+            data["replayed"] = len(replay)
+        elif missed is not None:
+            data["missed"] = missed
+        conn.send_message("subscribed", data, room=room, correlation_id=corr)
+        for out in replay:
+            conn.deliver(out)
+        for out in held:
+            if not recovered or out.offset > last_offset:
+                conn.deliver(out)
+
+    async def unsubscribe(self, conn: Connection, msg: p.Unsubscribe) -> None:
+        room = msg.data.room
+        if room not in conn.rooms:
+            conn.error(ErrorCode.NOT_SUBSCRIBED, "not subscribed", ref=msg, room=room)
+            return
+        await self._leave(conn, room)
+        conn.send_message(
+            "unsubscribed",
+            {"room": room, "reason": "client"},
+            room=room,
+            correlation_id=msg.metadata.correlation_id if msg.metadata else None,
+        )
+
+    # ------------------------------------------------------------------ client publish
+    async def within_rate(self, conn: Connection) -> bool:
+        """Count one client message against the per-user rate (cluster-wide, per minute)."""
+        limit = self.limits.messages_per_user_per_minute
+        window = int(time.time() // 60)
+        try:
+            async with translate_errors("rate"):
+                count = await self._rate_script(
+                    keys=[keys.rate_user(f"{conn.kind}:{conn.user_id}", window)], args=[120]
+                )
+        except BusUnavailable:
+            return True  # fail open: the limit protects Redis and peers, not correctness
+        if count <= limit:
+            return True
+        if count > 2 * limit:
+            await conn.close(CloseCode.RATE_LIMITED)
+            return False
+        conn.error(
+            ErrorCode.RATE_LIMITED,
+            f"more than {limit} messages per minute",
+            retry_after=60 - int(time.time() % 60),
+        )
+        return False
+
+    async def client_publish(self, conn: Connection, msg: p.Event) -> None:
+        room = msg.room
+        ctx = extract_trace(_trace_carrier(msg.metadata))
+        with self.tracer.start_as_current_span(
+            "client_publish",
+            context=ctx,
+            attributes={"roomgate.room": room, "roomgate.type": msg.type},
+        ):
+            try:
+                decision = await self.authorize(conn, room, "publish", msg.type)
+            except PeerUnavailable:
+                conn.error(ErrorCode.UNAVAILABLE, "authorisation unavailable, retry", ref=msg)
+                return
+            if not decision.allowed:
+                conn.error(
+                    ErrorCode.PUBLISH_NOT_ALLOWED,
+                    "publish refused",
+                    ref=msg,
+                    room=room,
+                    reason=decision.reason,
+                )
+                return
+            metadata: dict[str, Any] = {
+                "priority": msg.metadata.priority if msg.metadata else "normal"
+            }
+            if msg.metadata is not None:
+                if msg.metadata.correlation_id:
+                    metadata["correlation_id"] = msg.metadata.correlation_id
+                if msg.metadata.ttl:
+                    metadata["ttl"] = msg.metadata.ttl
+            inject_trace(metadata)
+            envelope = make_envelope(
+                msg.type, sender=conn.sender, room=room, data=msg.data, metadata=metadata
+            )
+            try:
+                published = await self.publisher.publish_envelope(envelope)
+            except BusUnavailable:
+                conn.error(ErrorCode.UNAVAILABLE, "bus unavailable, message not accepted", ref=msg)
+                return
+            if msg.requiresAck and msg.id:
+                conn.send_message(
+                    "ack",
+                    {"id": published.id, "room": room, "offset": published.offset},
+                    correlation_id=metadata.get("correlation_id"),
+                    extra={"ackId": msg.id},
+                )
+
+    def acked(self, conn: Connection, ack_id: str) -> None:
+        """A client acknowledged a server message (acknowledged delivery hooks here)."""
+
+    # ------------------------------------------------------------------ fan-out
+    def _outgoing(self, room: str, offset: int, epoch: str, payload: bytes) -> Outgoing | None:
+        try:
+            env = _envelope_decoder.decode(payload)
+        except msgspec.MsgspecError:
+            self.metrics.drops.labels("malformed").inc()
+            return None
+        md = env.metadata
+        md["offset"] = offset
+        md["epoch"] = epoch
+        ttl = md.get("ttl")
+        expires_at = None
+        if isinstance(ttl, int) and ttl > 0:
+            age = _age_seconds(env.timestamp)
+            if age >= ttl:
+                self.metrics.drops.labels("expired").inc()
+                return None
+            expires_at = time.monotonic() + ttl - age
+        priority = md.get("priority", "normal")
+        if priority not in ("high", "normal", "low"):
+            priority = "normal"
+        return Outgoing(
+            encode(env).decode(),
+            priority,
+            expires_at,
+            room,
+            offset,
+            env.id if md.get("requiresAck") else None,
+        )
+
+    def on_room_message(self, room: str, raw: bytes) -> None:
+        members = self.rooms.get(room)
+        if not members:
+            return
+        try:
+            offset, epoch, payload = split_bus_message(raw)
+        except ValueError:
+            self.metrics.drops.labels("malformed").inc()
+            return
+        out = self._outgoing(room, offset, epoch, payload)
+        if out is None:
+            return
+        md_ctx = None
+        if b'"traceparent"' in payload:
+            md_ctx = extract_trace(msgspec.json.decode(payload).get("metadata"))
+        span = None
+        token = None
+        if md_ctx is not None:
+            span = self.tracer.start_span(
+                "deliver",
+                context=md_ctx,
+                attributes={"roomgate.room": room, "roomgate.recipients": len(members)},
+            )
+            token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            before = self.delivered
+            for conn in tuple(members):
+                conn.deliver(out)
+            self.metrics.deliveries.inc(self.delivered - before)
+            self.metrics.delivery_latency.observe(max(0.0, _age_seconds_from_frame(out.frame)))
+        finally:
+            if span is not None:
+                span.end()
+                otel_context.detach(token)
+
+    # ------------------------------------------------------------------ control
+    def on_control_message(self, channel: str, data: bytes) -> None:
+        if channel == keys.ACL_CHANGED_CHANNEL:
+            asyncio.get_running_loop().create_task(self._acl_changed(data))
+        elif channel == keys.POLICY_CHANGED_CHANNEL:
+            asyncio.get_running_loop().create_task(self.load_policy())
+        elif channel == keys.gateway_control_channel(self.settings.gateway_id):
+            try:
+                command = msgspec.json.decode(data)
+            except msgspec.MsgspecError:
+                return
+            if isinstance(command, dict) and command.get("command") == "drain":
+                fraction = float(command.get("fraction", 1.0))
+                asyncio.get_running_loop().create_task(self.drain(partial=fraction))
+
+    async def _acl_changed(self, data: bytes) -> None:
+        """Re-check the affected subscriptions; evict those no longer allowed."""
+        self._authz_cache.clear()
+        try:
+            event = msgspec.json.decode(data)
+            changes = event.get("changes", [])
+        except (msgspec.MsgspecError, AttributeError):
+            changes = []
+        affected: set[Connection] = set()
+        for change in changes if isinstance(changes, list) else []:
+            relation = change.get("relation")
+            subject = str(change.get("subject_id", ""))
+            if relation == "agent_group":
+                affected |= self.rooms.get(f"agent-{subject}", set())
+            else:
+                for (_kind, uid), conns in self.by_user.items():
+                    if uid == subject:
+                        affected |= conns
+        if not changes:
+            affected = set(self.connections)
+        for conn in affected:
+            await self._recheck(conn)
+
+    async def _recheck(self, conn: Connection) -> None:
+        if conn.principal is None or conn.sm.state is not State.OPEN:
+            return
+        personal = {f"user-{conn.user_id}", f"session-{conn.principal.session_id}"}
+        rooms = [r for r in conn.rooms if r not in personal]
+        if not rooms:
+            return
+        try:
+            decisions = await self.authz.authorize_many(conn.principal, rooms, "subscribe")
+        except PeerUnavailable:
+            return
+        for decision in decisions:
+            if not decision.allowed and decision.room in conn.rooms:
+                await self._leave(conn, decision.room)
+                conn.send_message(
+                    "unsubscribed",
+                    {"room": decision.room, "reason": decision.reason},
+                    room=decision.room,
+                )
+
+    async def load_policy(self) -> None:
+        try:
+            async with translate_errors("policy"):
+                raw = await self.redis.hgetall(keys.LIVE_POLICY)
+        except BusUnavailable:
+            return
+        if not raw:
+            return
+        try:
+            generation = int(raw.get(b"generation", b"0"))
+            policy = msgspec.json.decode(raw.get(b"limits", b"{}"))
+        except (ValueError, msgspec.MsgspecError):
+            log.warning("live policy is malformed; keeping generation %d", self.limits.generation)
+            return
+        if not isinstance(policy, dict):
+            return
+        base = Limits.from_settings(self.settings)
+        self.limits, rejected = apply_policy(base, policy, generation)
+        self.metrics.policy_generation.set(generation)
+        if rejected:
+            log.warning("policy fields rejected: %s", ",".join(rejected))
+        log.info("policy generation %d applied", generation)
+        await self._report_presence()
+
+    # ------------------------------------------------------------------ presence & sweeping
+    async def _presence_loop(self) -> None:
+        while True:
+            with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+                await self._report_presence()
+                await self._forget_dead_gateways()
+            await asyncio.sleep(self.settings.presence_interval)
+
+    async def _report_presence(self) -> None:
+        s = self.settings
+        key = keys.gateway_presence(s.gateway_id)
+        async with translate_errors("presence"):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(
+                key,
+                mapping={
+                    "connections": len(self.connections),
+                    "rooms": self.bus.rooms,
+                    "applied_generation": self.limits.generation,
+                    "draining": int(self.draining),
+                    "ts": time.time(),
+                },
+            )
+            pipe.expire(key, max(3, int(s.presence_interval * 3)))
+            pipe.zadd(keys.GATEWAYS, {s.gateway_id: time.time()})
+            await pipe.execute()
+
+    async def _forget_dead_gateways(self) -> None:
+        stale_before = time.time() - self.settings.presence_interval * 6
+        for gid in await self.redis.zrangebyscore(keys.GATEWAYS, "-inf", stale_before):
+            gateway_id = gid.decode()
+            await self._forget_script(
+                keys=[keys.gateway_presence(gateway_id) + ":countkeys", keys.GATEWAYS],
+                args=[gateway_id],
+            )
+            log.info("forgot the connection counts of dead gateway %s", gateway_id)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.limits.heartbeat_interval / 4))
+            deadline = time.monotonic() - self.limits.heartbeat_timeout
+            for conn in [c for c in self.connections if c.last_seen < deadline]:
+                await conn.close(CloseCode.HEARTBEAT_TIMEOUT)
+            self.metrics.queue_depth.set(sum(len(c._queue or ()) for c in self.connections))
+
+    # ------------------------------------------------------------------ draining
+    async def drain(self, partial: float = 1.0) -> None:
+        """Hint every client (or ``partial`` of them) to reconnect elsewhere with jitter and
+        close them with 1012 in waves over ``drain_seconds``: no reconnect storm."""
+        if partial >= 1.0:
+            self.draining = True
+            self.metrics.draining.set(1)
+            with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+                await self._report_presence()
+        conns = list(self.connections)
+        random.shuffle(conns)
+        conns = conns[: math.ceil(len(conns) * min(1.0, max(0.0, partial)))]
+        waves = max(1, self.settings.drain_waves)
+        per_wave = math.ceil(len(conns) / waves) if conns else 0
+        pause = self.settings.drain_seconds / waves
+        grace = max(0.1, pause)
+        for i in range(waves):
+            wave = conns[i * per_wave : (i + 1) * per_wave]
+            if not wave and i * per_wave >= len(conns):
+                break
+            await asyncio.gather(*(c.drain(grace) for c in wave))
+            if (i + 1) * per_wave < len(conns):
+                await asyncio.sleep(pause)
+
+
+def _trace_carrier(md: p.ClientMetadata | None) -> dict[str, Any]:
+    if md is None or not md.traceparent:
+        return {}
+    carrier = {"traceparent": md.traceparent}
+    if md.tracestate:
+        carrier["tracestate"] = md.tracestate
+    return carrier
+
+
+def _age_seconds(timestamp: str) -> float:
+    try:
+        return time.time() - datetime.fromisoformat(timestamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _age_seconds_from_frame(frame: str) -> float:
+    start = frame.find('"timestamp":"')
+    if start < 0:
+        return 0.0
+    start += 13
+    return _age_seconds(frame[start : frame.find('"', start)])
+
+
+def _int_or_str(value: str) -> int | str:
+    return int(value) if value.isdigit() else value

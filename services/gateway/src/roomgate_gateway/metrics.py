@@ -1,0 +1,68 @@
+"""The gateway's Prometheus metrics (its own registry; served on ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "roomgate_gateway"
+        self.connections = Gauge(f"{p}_connections", "Open authenticated connections", registry=r)
+        self.connects = Counter(
+            f"{p}_connects", "Connection attempts by outcome", ["outcome"], registry=r
+        )
+        self.closes = Counter(
+            f"{p}_closes", "Connections closed, by close code", ["code"], registry=r
+        )
+        self.messages_in = Counter(
+            f"{p}_messages_in", "Client messages received, by type", ["type"], registry=r
+        )
+        self.messages_out = Counter(
+            f"{p}_messages_out", "Messages sent to clients, by type", ["type"], registry=r
+        )
+        self.deliveries = Counter(
+            f"{p}_deliveries", "Messages handed to client sockets", registry=r
+        )
+        self.drops = Counter(
+            f"{p}_drops", "Messages not delivered, by reason", ["reason"], registry=r
+        )
+        self.errors = Counter(f"{p}_errors", "Error messages sent, by code", ["code"], registry=r)
+        self.queue_depth = Gauge(
+            f"{p}_queue_depth", "Messages waiting in outbound queues (all connections)", registry=r
+        )
+        self.rooms = Gauge(f"{p}_rooms", "Rooms with at least one local member", registry=r)
+        self.subscriptions = Gauge(
+            f"{p}_subscriptions", "Room memberships on this gateway", registry=r
+        )
+        self.delivery_latency = Histogram(
+            f"{p}_delivery_latency_seconds",
+            "Publish (envelope timestamp) to hand-off to the sockets, per message",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.auth_latency = Histogram(
+            f"{p}_auth_latency_seconds",
+            "Authenticate call latency",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.authz_latency = Histogram(
+            f"{p}_authz_latency_seconds",
+            "Authorize call latency (cache misses)",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_reconnects = Counter(
+            f"{p}_redis_reconnects", "Reconnections of the Redis subscriber", registry=r
+        )
+        self.redis_up = Gauge(
+            f"{p}_redis_up", "1 when the Redis subscriber is connected", registry=r
+        )
+        self.policy_generation = Gauge(
+            f"{p}_policy_generation", "Generation of the live policy in force", registry=r
+        )
+        self.draining = Gauge(f"{p}_draining", "1 while the gateway drains", registry=r)

@@ -1,0 +1,60 @@
+"""Gateway settings: one typed object, read once at start from ``ROOMGATE_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from roomgate_common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    listen: str = "127.0.0.1:8080"
+    # gRPC PublishService for backends; empty disables it.
+    grpc_listen: str = ""
+    # Stable name of this gateway in Redis (presence, counters); default host:pid.
+    gateway_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    auth_addr: str = "127.0.0.1:50051"
+    roomauthz_addr: str = "127.0.0.1:50052"
+    # Escalation service; when set, client alert_acknowledged/alert_resolved go there.
+    escalation_addr: str = ""
+    # Comma-separated proxy addresses whose X-Forwarded-For is trusted (per-IP limits).
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    # --- limits; the operator's live policy overrides these without a restart ---------
+    max_connections_per_ip: int = Field(default=10, ge=1)
+    max_connections_per_user: int = Field(default=20, ge=1)
+    messages_per_user_per_minute: int = Field(default=100, ge=1)
+    max_message_bytes: int = Field(default=65536, ge=256)
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    heartbeat_interval: float = Field(default=30.0, gt=0)
+    heartbeat_timeout: float = Field(default=75.0, gt=0)
+    auth_deadline: float = Field(default=5.0, gt=0)
+    outbound_queue_size: int = Field(default=256, ge=1)
+
+    # --- fixed limits ---------------------------------------------------------------------
+    # Hard ceiling of a WebSocket frame (the transport refuses bigger ones with 1009).
+    max_frame_bytes: int = Field(default=1 << 20, ge=1024)
+    max_rooms_per_gateway: int = Field(default=100_000, ge=1)
+    max_inflated_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_batch_messages: int = Field(default=50, ge=1)
+    # Messages per outbound `batch` frame when several wait for one client; 1 disables.
+    outbound_batch_max: int = Field(default=10, ge=1)
+    # Outbound messages at least this big are sent `compressed` to clients that asked.
+    compression_threshold: int = Field(default=1024, ge=64)
+    token_expiry_warning: float = Field(default=60.0, ge=0)
+    authz_cache_ttl: float = Field(default=5.0, ge=0)
+    auth_timeout: float = Field(default=2.0, gt=0)
+    auth_breaker_failures: int = Field(default=5, ge=1)
+    auth_breaker_recovery: float = Field(default=10.0, gt=0)
+    # Publishing API: the permission a service principal needs to publish.
+    publish_permission: str = "publish"
+
+    # --- shutdown ----------------------------------------------------------------------
+    # SIGTERM: reconnect hints and 1012 closes are spread over this many seconds (waves).
+    drain_seconds: float = Field(default=10.0, ge=0)
+    drain_waves: int = Field(default=10, ge=1)
+    reconnect_jitter_ms: int = Field(default=5000, ge=0)
+
+    presence_interval: float = Field(default=5.0, gt=0)

@@ -1,0 +1,238 @@
+"""The gateway's test stack: a real auth and roomauthz (gRPC on 127.0.0.1:0), the gateway
+app under a real uvicorn on port 0, real Redis, and real WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+from roomgate_auth.server import AuthServer
+from roomgate_auth.settings import AuthSettings
+from roomgate_auth.tokens import Principal, PrincipalKind
+from roomgate_common.publisher import Publisher
+from roomgate_common.redis_adapter import connect
+from roomgate_gateway.app import create_app
+from roomgate_gateway.main import build_config
+from roomgate_gateway.settings import GatewaySettings
+from roomgate_roomauthz.app import RoomAuthzServer
+from roomgate_roomauthz.settings import RoomAuthzSettings
+from websockets.asyncio.client import ClientConnection
+
+SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ADMIN = "admin-secret-for-tests"
+ISSUER = "roomgate-test"
+AUDIENCE = "roomgate"
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    auth: AuthServer
+    authz: RoomAuthzServer
+    settings: GatewaySettings
+    server: uvicorn.Server
+    port: int
+    app: Any
+    clients: list[ClientConnection] = field(default_factory=list)
+
+    @property
+    def gateway(self) -> Any:
+        return self.app.state.gateway
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def token(
+        self,
+        uid: str = "42",
+        *,
+        kind: str = "user",
+        perms: tuple[str, ...] = ("view_system", "view_agents", "view_tasks"),
+        groups: tuple[str, ...] = (),
+        teams: tuple[str, ...] = (),
+        roles: tuple[str, ...] = (),
+        ttl: int | None = None,
+        session: str = "",
+    ) -> str:
+        principal = Principal(
+            kind=PrincipalKind(kind),
+            id=uid,
+            session_id=session,
+            roles=roles,
+            permissions=perms,
+            group_ids=groups,
+            team_ids=teams,
+        )
+        token, _ = self.auth.policy.mint(principal, ttl)
+        return token
+
+    async def connect(
+        self, token: str | None = None, *, query: str = "", welcome: bool = True, **kw: Any
+    ) -> ClientConnection:
+        """A real WebSocket client; reads the welcome and personal `subscribed` messages."""
+        tok = token if token is not None else self.token()
+        url = (
+            self.url
+            + (f"?token={tok}" if tok else "")
+            + (("&" if tok else "?") + query if query else "")
+        )
+        ws = await websockets.connect(url, max_size=None, **kw)
+        self.clients.append(ws)
+        if welcome:
+            hello = await recv(ws)
+            assert hello["type"] == "welcome", hello
+            while True:  # personal rooms
+                msg = await recv(ws, timeout=0.3, default=None)
+                if msg is None:
+                    break
+                assert msg["type"] == "subscribed", msg["data"]
+        return ws
+
+    async def publish(
+        self,
+        room: str,
+        type_: str = "metrics_update",
+        data: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Any:
+        redis = connect(self.redis_url)
+        try:
+            return await Publisher(redis, sender="test").publish(room, type_, data or {}, **kw)
+        finally:
+            await redis.aclose()
+
+
+async def recv(ws: ClientConnection, timeout: float = 5.0, default: Any = ...) -> dict[str, Any]:
+    try:
+        raw = await asyncio.wait_for(ws.recv(), timeout)
+    except TimeoutError:
+        if default is not ...:
+            return default  # type: ignore[no-any-return]
+        raise
+    return json.loads(raw)  # type: ignore[no-any-return]
+
+
+async def recv_until(
+    ws: ClientConnection, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        msg = await recv(ws, timeout=max(0.01, deadline - loop.time()))
+        if pred(msg):
+            return msg
+
+
+async def send(ws: ClientConnection, message: dict[str, Any]) -> None:
+    await ws.send(json.dumps(message))
+
+
+async def start_gateway(
+    settings: GatewaySettings, **app_kw: Any
+) -> tuple[uvicorn.Server, int, Any]:
+    app = create_app(settings, **app_kw)
+    config = build_config(settings, app)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(500):
+        if server.started or task.done():
+            break
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()
+    port = server.servers[0].sockets[0].getsockname()[1]
+    server._task = task  # type: ignore[attr-defined]
+    return server, port, app
+
+
+async def stop_gateway(server: uvicorn.Server) -> None:
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(server._task, 10)  # type: ignore[attr-defined]
+
+
+def gateway_settings(
+    redis_url: str, auth_port: int, authz_port: int, **overrides: Any
+) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "redis_url": redis_url,
+        "auth_addr": f"127.0.0.1:{auth_port}",
+        "roomauthz_addr": f"127.0.0.1:{authz_port}",
+        "gateway_id": "gw-test",
+        "authz_cache_ttl": 0.0,
+        "presence_interval": 0.5,
+        "drain_seconds": 0.2,
+        "drain_waves": 2,
+    }
+    values.update(overrides)
+    return GatewaySettings.from_env(**values)
+
+
+@contextlib.asynccontextmanager
+async def services(redis_url: str) -> AsyncIterator[tuple[AuthServer, RoomAuthzServer]]:
+    auth = AuthServer(
+        AuthSettings.from_env(
+            listen="127.0.0.1:0",
+            redis_url=redis_url,
+            jwt_issuer=ISSUER,
+            jwt_audience=AUDIENCE,
+            jwt_hs256_secret=SECRET,
+            admin_secret=ADMIN,
+            metrics_listen="127.0.0.1:0",
+            shutdown_grace=0.5,
+        )
+    )
+    authz = RoomAuthzServer(
+        RoomAuthzSettings.from_env(
+            listen="127.0.0.1:0",
+            redis_url=redis_url,
+            admin_secret=ADMIN,
+            shutdown_grace=0.5,
+            acl_cache_ttl=0,
+        )
+    )
+    await auth.start()
+    await authz.start()
+    try:
+        yield auth, authz
+    finally:
+        await authz.stop(0.2)
+        await auth.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
+    async with services(redis_url) as (auth, authz):
+        settings = gateway_settings(redis_url, auth.port, authz.port, **overrides)
+        server, port, app = await start_gateway(settings)
+        stack = Stack(redis_url, auth, authz, settings, server, port, app)
+        try:
+            yield stack
+        finally:
+            for ws in stack.clients:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            await stop_gateway(server)
+
+
+@pytest.fixture
+async def stack(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The whole stack; ``@pytest.mark.gateway_settings(**overrides)`` tunes the gateway."""
+    marker = request.node.get_closest_marker("gateway_settings")
+    overrides = marker.kwargs if marker else {}
+    async with running_stack(redis_url, **overrides) as s:
+        yield s
