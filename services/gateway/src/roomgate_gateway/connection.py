@@ -190,7 +190,7 @@ class Connection:
                     frame = '{"type":"batch","messages":[' + ",".join(i.frame for i in items) + "]}"
                 await self._send({"type": "websocket.send", "text": frame})
                 self.gw.delivered += len(items)
-        except Exception:  # noqa: BLE001 - the peer went away; the read loop ends it
+        except Exception:
             self.gw.metrics.drops.labels("closed").inc(len(self._queue or ()))
         finally:
             self._busy = False
