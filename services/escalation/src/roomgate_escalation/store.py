@@ -1,0 +1,598 @@
+"""The escalation service's Redis store: alerts, timelines, durable timers, claims.
+
+Every change of several keys is one Lua script (nothing is ever half-written), and every
+script takes the time from Redis (``TIME``), so all replicas share one clock. Keys are in
+``roomgate_common.keys`` (``esc_*``, ``ESC_*``).
+
+Timers: ``ESC_DUE`` holds alert id -> due time (ms) of the alert's next level. ``claim``
+atomically takes the due members, moves their score to ``now + lease`` and records a claim
+token in ``ESC_CLAIMS``; a replica that dies after claiming simply lets the lease run out
+and the timer becomes due again for everyone. ``begin_fire``/``set_intent`` check the token
+*and* that the lease has at least ``margin`` left (fencing); ``complete_fire`` checks the
+token, records the level and schedules the next one; ``release`` hands a claim back (due
+at once) on shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import ResponseError
+from roomgate_common import keys
+from roomgate_common.redis_adapter import Redis, translate_errors
+
+_NOW = """
+local _t = redis.call('TIME')
+local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+local function entry(event, body)
+  return '{"at":' .. now .. ',"event":"' .. event .. '",' .. string.sub(body, 2)
+end
+"""
+
+TRIGGER = (
+    _NOW
+    + """
+-- KEYS: alert, timeline, dedup (or alert), due, active, counts, seen (or alert)
+-- ARGV: id, data, severity, title, policy, plan, first_offset_ms, dedup_key, traceparent,
+--       entry_body, timeline_max, seen_ttl_ms, max_active, expected_dedup
+local has_seen = tonumber(ARGV[12]) > 0
+if has_seen and redis.call('EXISTS', KEYS[7]) == 1 then
+  return {'seen', redis.call('GET', KEYS[7])}
+end
+local has_dedup = ARGV[8] ~= ''
+if has_dedup then
+  local cur = redis.call('GET', KEYS[3]) or ''
+  if cur ~= ARGV[14] then return {'retry', cur} end
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'resolved' then return {'resolved', ARGV[1]} end
+local max = tonumber(ARGV[11])
+if state then
+  redis.call('HSET', KEYS[1], 'data', ARGV[2], 'severity', ARGV[3], 'title', ARGV[4],
+    'updated', now)
+  redis.call('HINCRBY', KEYS[1], 'trig', 1)
+  redis.call('RPUSH', KEYS[2], entry('retriggered', ARGV[10]))
+  redis.call('LTRIM', KEYS[2], -max, -1)
+  if has_seen then redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[12]) end
+  return {'updated', ARGV[1]}
+end
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {'full', ''} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'data', ARGV[2], 'severity', ARGV[3],
+  'title', ARGV[4], 'policy', ARGV[5], 'plan', ARGV[6], 'state', 'triggered', 'level', 0,
+  'created', now, 'updated', now, 'dedup', ARGV[8], 'trig', 1, 'tp', ARGV[9])
+redis.call('RPUSH', KEYS[2], entry('triggered', ARGV[10]))
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+redis.call('HINCRBY', KEYS[6], 'triggered', 1)
+if tonumber(ARGV[7]) >= 0 then
+  local due = now + tonumber(ARGV[7])
+  redis.call('HSET', KEYS[1], 'due_at', due)
+  redis.call('ZADD', KEYS[4], due, ARGV[1])
+end
+if has_dedup then redis.call('SET', KEYS[3], ARGV[1]) end
+if has_seen then redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[12]) end
+return {'created', ARGV[1]}
+"""
+)
+
+CLAIM = (
+    _NOW
+    + """
+-- KEYS: due, claims. ARGV: owner, lease_ms, batch. Returns {now, next_due|-1, id, token...}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {now, -1}
+for i, id in ipairs(ids) do
+  local token = ARGV[1] .. ':' .. now .. ':' .. i
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+  redis.call('HSET', KEYS[2], id, token)
+  out[#out + 1] = id
+  out[#out + 1] = token
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if nxt[2] then out[2] = tonumber(nxt[2]) end
+return out
+"""
+)
+
+_FENCE = """
+-- KEYS[1] alert, KEYS[2] claims, KEYS[3] due; ARGV[1] id, ARGV[2] token, ARGV[3] margin_ms
+local function fenced()
+  if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return false end
+  local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+  return score and (tonumber(score) - now >= tonumber(ARGV[3]))
+end
+"""
+
+BEGIN_FIRE = (
+    _NOW
+    + _FENCE
+    + """
+if not fenced() then return {'lost'} end
+local f = redis.call('HMGET', KEYS[1], 'state', 'level', 'plan', 'created', 'due_at',
+  'intent', 'data', 'severity', 'tp', 'title')
+if (not f[1]) or f[1] == 'acknowledged' or f[1] == 'resolved' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return {'closed'}
+end
+return {'ok', now, f[2], f[3], f[4], f[5] or '', f[6] or '', f[7], f[8], f[9] or '', f[10]}
+"""
+)
+
+SET_INTENT = (
+    _NOW
+    + _FENCE
+    + """
+-- ARGV[4] level (0-based), ARGV[5] intent JSON
+if not fenced() then return 'lost' end
+if tonumber(redis.call('HGET', KEYS[1], 'level')) ~= tonumber(ARGV[4]) then return 'stale' end
+redis.call('HSET', KEYS[1], 'intent', ARGV[5])
+return 'ok'
+"""
+)
+
+COMPLETE_FIRE = (
+    _NOW
+    + """
+-- KEYS: alert, timeline, claims, due, counts
+-- ARGV: id, token, level (0-based), entry_body, timeline_max, next_due_ms|-1
+if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return {'lost'} end
+redis.call('HDEL', KEYS[3], ARGV[1])
+local f = redis.call('HMGET', KEYS[1], 'state', 'level')
+if not f[1] then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return {'gone'}
+end
+if tonumber(f[2]) ~= tonumber(ARGV[3]) then return {'stale'} end
+redis.call('HSET', KEYS[1], 'level', tonumber(ARGV[3]) + 1, 'updated', now)
+redis.call('HDEL', KEYS[1], 'intent')
+redis.call('RPUSH', KEYS[2], entry('escalated', ARGV[4]))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+if f[1] == 'triggered' then
+  redis.call('HSET', KEYS[1], 'state', 'escalated')
+  redis.call('HINCRBY', KEYS[5], 'triggered', -1)
+  redis.call('HINCRBY', KEYS[5], 'escalated', 1)
+end
+local open = f[1] == 'triggered' or f[1] == 'escalated'
+if open and tonumber(ARGV[6]) >= 0 then
+  redis.call('HSET', KEYS[1], 'due_at', ARGV[6])
+  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
+else
+  redis.call('HDEL', KEYS[1], 'due_at')
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+return {'ok', now}
+"""
+)
+
+RELEASE = """
+-- KEYS: claims, due, alert. ARGV: id, token. The timer is due again at once.
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local due = redis.call('HGET', KEYS[3], 'due_at')
+if due and due ~= '' then
+  redis.call('ZADD', KEYS[2], due, ARGV[1])
+else
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+ACKNOWLEDGE = (
+    _NOW
+    + """
+-- KEYS: alert, timeline, due, counts. ARGV: id, by, entry_body, timeline_max
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {'missing'} end
+if st == 'acknowledged' or st == 'resolved' then
+  return {'unchanged', st, redis.call('HGET', KEYS[1], 'pub_ack') or '1'}
+end
+redis.call('HSET', KEYS[1], 'state', 'acknowledged', 'ack_by', ARGV[2], 'ack_at', now,
+  'updated', now, 'pub_ack', '0')
+redis.call('HDEL', KEYS[1], 'due_at')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], st, -1)
+redis.call('HINCRBY', KEYS[4], 'acknowledged', 1)
+redis.call('RPUSH', KEYS[2], entry('acknowledged', ARGV[3]))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+return {'changed', st, '0'}
+"""
+)
+
+RESOLVE = (
+    _NOW
+    + """
+-- KEYS: alert, timeline, due, counts, active, dedup (or alert)
+-- ARGV: id, by, entry_body, timeline_max, retention_s
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {'missing'} end
+if st == 'resolved' then
+  return {'unchanged', st, redis.call('HGET', KEYS[1], 'pub_res') or '1'}
+end
+redis.call('HSET', KEYS[1], 'state', 'resolved', 'res_by', ARGV[2], 'res_at', now,
+  'updated', now, 'pub_res', '0')
+redis.call('HDEL', KEYS[1], 'due_at')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HINCRBY', KEYS[4], st, -1)
+redis.call('RPUSH', KEYS[2], entry('resolved', ARGV[3]))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+if KEYS[6] ~= KEYS[1] and redis.call('GET', KEYS[6]) == ARGV[1] then
+  redis.call('DEL', KEYS[6])
+end
+return {'changed', st, '0'}
+"""
+)
+
+
+def _s(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _body(**fields: Any) -> str:
+    """A timeline entry without ``at``/``event`` (the scripts add them). Never ``{}``."""
+    return json.dumps({"by": "", **fields}, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerResult:
+    outcome: str  # created, updated, seen, resolved, full, retry
+    alert_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    alert_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    now_ms: int
+    next_due_ms: int  # -1: nothing scheduled
+    claimed: list[Claimed]
+
+
+@dataclass(frozen=True, slots=True)
+class FireStart:
+    now_ms: int
+    level: int  # 0-based index of the level to fire
+    plan_json: str
+    created_ms: int
+    due_ms: int
+    intent: dict[str, Any] | None
+    data_json: str
+    severity: str
+    traceparent: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    outcome: str  # changed, unchanged, missing
+    previous: str
+    published: bool
+
+
+@dataclass(slots=True)
+class AlertRecord:
+    """An alert as stored (``fields`` decoded) plus its timeline (oldest first)."""
+
+    fields: dict[str, str]
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name, default)
+
+    def int(self, name: str) -> int:
+        value = self.fields.get(name, "")
+        return int(value) if value else 0
+
+
+class EscalationStore:
+    """The Redis side of the escalation service (one per replica)."""
+
+    def __init__(self, redis: Redis, *, timeline_max: int, retention_s: int) -> None:
+        self.redis = redis
+        self.timeline_max = timeline_max
+        self.retention_s = retention_s
+        self._trigger = redis.register_script(TRIGGER)
+        self._claim = redis.register_script(CLAIM)
+        self._begin = redis.register_script(BEGIN_FIRE)
+        self._intent = redis.register_script(SET_INTENT)
+        self._complete = redis.register_script(COMPLETE_FIRE)
+        self._release = redis.register_script(RELEASE)
+        self._ack = redis.register_script(ACKNOWLEDGE)
+        self._resolve = redis.register_script(RESOLVE)
+
+    # --- triggers -------------------------------------------------------------------------
+
+    async def dedup_target(self, dedup_key: str) -> tuple[str, str]:
+        """(current mapping, id of the open alert it names or '')."""
+        async with translate_errors("dedup lookup"):
+            current = _s(await self.redis.get(keys.esc_dedup(dedup_key)))
+            if not current:
+                return "", ""
+            state = _s(await self.redis.hget(keys.esc_alert(current), "state"))
+        return current, current if state and state != "resolved" else ""
+
+    async def trigger(
+        self,
+        *,
+        alert_id: str,
+        data_json: str,
+        severity: str,
+        title: str,
+        policy: str,
+        plan_json: str,
+        first_offset_ms: int,
+        dedup_key: str,
+        expected_dedup: str,
+        traceparent: str,
+        by: str,
+        seen: str,
+        seen_ttl_ms: int,
+        max_active: int,
+    ) -> TriggerResult:
+        alert_key = keys.esc_alert(alert_id)
+        async with translate_errors("trigger"):
+            res = await self._trigger(
+                keys=[
+                    alert_key,
+                    keys.esc_timeline(alert_id),
+                    keys.esc_dedup(dedup_key) if dedup_key else alert_key,
+                    keys.ESC_DUE,
+                    keys.ESC_ACTIVE,
+                    keys.ESC_COUNTS,
+                    keys.esc_seen(seen) if seen else alert_key,
+                ],
+                args=[
+                    alert_id,
+                    data_json,
+                    severity,
+                    title,
+                    policy,
+                    plan_json,
+                    first_offset_ms,
+                    dedup_key,
+                    traceparent,
+                    _body(by=by),
+                    self.timeline_max,
+                    seen_ttl_ms if seen else 0,
+                    max_active,
+                    expected_dedup,
+                ],
+            )
+        return TriggerResult(outcome=_s(res[0]), alert_id=_s(res[1]))
+
+    # --- timers ---------------------------------------------------------------------------
+
+    async def claim(self, owner: str, lease_ms: int, batch: int) -> ClaimBatch:
+        async with translate_errors("claim timers"):
+            res = await self._claim(
+                keys=[keys.ESC_DUE, keys.ESC_CLAIMS], args=[owner, lease_ms, batch]
+            )
+        items = [_s(x) for x in res[2:]]
+        return ClaimBatch(
+            now_ms=int(res[0]),
+            next_due_ms=int(res[1]),
+            claimed=[Claimed(items[i], items[i + 1]) for i in range(0, len(items), 2)],
+        )
+
+    def _fence_keys(self, alert_id: str) -> list[str]:
+        return [keys.esc_alert(alert_id), keys.ESC_CLAIMS, keys.ESC_DUE]
+
+    async def begin_fire(self, alert_id: str, token: str, margin_ms: int) -> FireStart | None:
+        """None when the claim is lost (lease expired, taken over) or the alert is closed."""
+        async with translate_errors("begin fire"):
+            res = await self._begin(
+                keys=self._fence_keys(alert_id), args=[alert_id, token, margin_ms]
+            )
+        if _s(res[0]) != "ok":
+            return None
+        intent = _s(res[6])
+        return FireStart(
+            now_ms=int(res[1]),
+            level=int(_s(res[2]) or 0),
+            plan_json=_s(res[3]) or "[]",
+            created_ms=int(_s(res[4]) or 0),
+            due_ms=int(_s(res[5]) or 0),
+            intent=json.loads(intent) if intent else None,
+            data_json=_s(res[7]) or "{}",
+            severity=_s(res[8]),
+            traceparent=_s(res[9]),
+            title=_s(res[10]),
+        )
+
+    async def set_intent(
+        self, alert_id: str, token: str, margin_ms: int, level: int, offsets: dict[str, int]
+    ) -> bool:
+        intent = json.dumps({"level": level, "offsets": offsets}, separators=(",", ":"))
+        async with translate_errors("set intent"):
+            res = await self._intent(
+                keys=self._fence_keys(alert_id), args=[alert_id, token, margin_ms, level, intent]
+            )
+        return _s(res) == "ok"
+
+    async def complete_fire(
+        self,
+        alert_id: str,
+        token: str,
+        level: int,
+        targets: Sequence[str],
+        next_due_ms: int | None,
+    ) -> int | None:
+        """Record level ``level`` as fired and schedule the next; the Redis time, or None."""
+        async with translate_errors("complete fire"):
+            res = await self._complete(
+                keys=[
+                    keys.esc_alert(alert_id),
+                    keys.esc_timeline(alert_id),
+                    keys.ESC_CLAIMS,
+                    keys.ESC_DUE,
+                    keys.ESC_COUNTS,
+                ],
+                args=[
+                    alert_id,
+                    token,
+                    level,
+                    _body(level=level + 1, targets=list(targets)),
+                    self.timeline_max,
+                    -1 if next_due_ms is None else next_due_ms,
+                ],
+            )
+        return int(res[1]) if _s(res[0]) == "ok" else None
+
+    async def release(self, alert_id: str, token: str) -> bool:
+        async with translate_errors("release claim"):
+            res = await self._release(
+                keys=[keys.ESC_CLAIMS, keys.ESC_DUE, keys.esc_alert(alert_id)],
+                args=[alert_id, token],
+            )
+        return bool(res)
+
+    # --- rooms (recovery of an interrupted fire) ------------------------------------------
+
+    async def room_offsets(self, rooms: Iterable[str]) -> dict[str, int]:
+        """The current position of each room (0 for a room never published into)."""
+        rooms = list(rooms)
+        async with (
+            translate_errors("room offsets"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for room in rooms:
+                pipe.hget(keys.room_meta(room), "offset")
+            values = await pipe.execute()
+        return {room: int(_s(v) or 0) for room, v in zip(rooms, values, strict=True)}
+
+    async def history_contains(self, room: str, after_offset: int, envelope_id: str) -> bool | None:
+        """Whether the room's history after ``after_offset`` holds the envelope; None when
+        history was trimmed past that point and the answer is unknown."""
+        needle = b'{"id":' + json.dumps(envelope_id).encode() + b","
+        start = f"{after_offset + 1}-0"
+        stream = keys.room_history(room)
+        async with translate_errors("history scan"):
+            first = await self.redis.xrange(stream, count=1)
+            while True:
+                page = await self.redis.xrange(stream, min=start, count=200)
+                for _entry_id, fields in page:
+                    if fields.get(b"m", b"").startswith(needle):
+                        return True
+                if len(page) < 200:
+                    break
+                last = _s(page[-1][0])
+                start = "(" + last
+        if first:
+            first_offset = int(_s(first[0][0]).split("-")[0])
+            if first_offset > after_offset + 1:
+                return None
+        return False
+
+    # --- acknowledge / resolve ------------------------------------------------------------
+
+    async def acknowledge(self, alert_id: str, by: str) -> Transition:
+        async with translate_errors("acknowledge"):
+            res = await self._ack(
+                keys=[
+                    keys.esc_alert(alert_id),
+                    keys.esc_timeline(alert_id),
+                    keys.ESC_DUE,
+                    keys.ESC_COUNTS,
+                ],
+                args=[alert_id, by, _body(by=by), self.timeline_max],
+            )
+        return _transition(res)
+
+    async def resolve(self, alert_id: str, by: str) -> Transition:
+        alert_key = keys.esc_alert(alert_id)
+        async with translate_errors("resolve"):
+            dedup = _s(await self.redis.hget(alert_key, "dedup"))
+            res = await self._resolve(
+                keys=[
+                    alert_key,
+                    keys.esc_timeline(alert_id),
+                    keys.ESC_DUE,
+                    keys.ESC_COUNTS,
+                    keys.ESC_ACTIVE,
+                    keys.esc_dedup(dedup) if dedup else alert_key,
+                ],
+                args=[alert_id, by, _body(by=by), self.timeline_max, self.retention_s],
+            )
+        return _transition(res)
+
+    async def mark_published(self, alert_id: str, flag: str) -> None:
+        """Note that the event of a transition (``pub_ack``, ``pub_res``) went out."""
+        async with translate_errors("mark published"):
+            await self.redis.hset(keys.esc_alert(alert_id), flag, "1")
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def get(self, alert_id: str, *, timeline: bool = True) -> AlertRecord | None:
+        async with (
+            translate_errors("get alert"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            pipe.hgetall(keys.esc_alert(alert_id))
+            if timeline:
+                pipe.lrange(keys.esc_timeline(alert_id), 0, -1)
+            values = await pipe.execute()
+        raw = values[0]
+        if not raw or b"state" not in raw:
+            return None
+        record = AlertRecord(fields={_s(k): _s(v) for k, v in raw.items()})
+        if timeline:
+            record.timeline = [json.loads(item) for item in values[1]]
+        return record
+
+    async def active_range(self, min_score: int, offset: int, count: int) -> list[tuple[str, int]]:
+        """Active alert ids with their creation ms, oldest first, from ``min_score``."""
+        async with translate_errors("list active"):
+            res = await self.redis.zrangebyscore(
+                keys.ESC_ACTIVE, min_score, "+inf", start=offset, num=count, withscores=True
+            )
+        return [(_s(member), int(score)) for member, score in res]
+
+    async def get_many(self, alert_ids: Sequence[str]) -> list[AlertRecord | None]:
+        async with (
+            translate_errors("get alerts"),
+            self.redis.pipeline(transaction=False) as pipe,
+        ):
+            for alert_id in alert_ids:
+                pipe.hgetall(keys.esc_alert(alert_id))
+            values = await pipe.execute()
+        return [
+            AlertRecord(fields={_s(k): _s(v) for k, v in raw.items()})
+            if raw and b"state" in raw
+            else None
+            for raw in values
+        ]
+
+    async def counts(self) -> dict[str, int]:
+        async with translate_errors("counts"):
+            raw = await self.redis.hgetall(keys.ESC_COUNTS)
+        return {_s(k): int(_s(v)) for k, v in raw.items()}
+
+    # --- bus ------------------------------------------------------------------------------
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create the consumer group at the stream's end (new entries only) if missing."""
+        async with translate_errors("create group"):
+            try:
+                await self.redis.xgroup_create(stream, group, id="$", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+
+def _transition(res: list[Any]) -> Transition:
+    outcome = _s(res[0])
+    if outcome == "missing":
+        return Transition(outcome="missing", previous="", published=True)
+    return Transition(outcome=outcome, previous=_s(res[1]), published=_s(res[2]) == "1")
