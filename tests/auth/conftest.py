@@ -138,7 +138,7 @@ def settings_for(redis_url: str, keys: Keys, **changes: Any) -> AuthSettings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "listen": "127.0.0.1:0",
-        "metrics_listen": "127.0.0.1:0",
+        "metrics_listen": "",  # no /metrics thread: its shutdown polls for 0.5 s
         "jwt_issuer": ISSUER,
         "jwt_audience": AUDIENCE,
         "jwt_hs256_secret": HS256_SECRET,

@@ -333,7 +333,8 @@ class AuthServer:
             metrics_prefix=METRICS_PREFIX,
             tracer_provider=self._tracer_provider,
         )
-        self.metrics_port = self._metrics_server.start()
+        if self.settings.metrics_listen:  # empty: no endpoint (in-process tests)
+            self.metrics_port = self._metrics_server.start()
         self.port = await self._grpc.start()
         log.info(
             "auth service ready",
