@@ -6,6 +6,7 @@ Everything listens on 127.0.0.1 and is stopped by whoever started it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -47,8 +48,23 @@ def which(binary: str) -> str:
     return found
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: the child gets SIGTERM when the process that started it dies (even SIGKILLed)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class ManagedProcess:
-    """A child process with terminate/kill helpers and its output in a log file."""
+    """A child process with terminate/kill helpers and its output in a log file.
+
+    ``detached=True`` starts it in its own process group (a Ctrl-C in the terminal reaches
+    only the parent, which then stops its children in order) and has the kernel send it
+    SIGTERM should the parent die without stopping it (start it from a thread that lives as
+    long as the parent: the kernel ties the signal to the starting thread).
+    """
 
     def __init__(
         self,
@@ -57,18 +73,26 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        detached: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self.env = {**os.environ, **(env or {})}
         self.cwd = cwd
+        self.detached = detached
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            process_group=0 if self.detached else None,
+            preexec_fn=_die_with_parent if self.detached else None,
         )
         log.close()
 
