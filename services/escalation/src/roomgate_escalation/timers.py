@@ -86,13 +86,15 @@ class TimerLoop:
         self._wake.set()
         if self._task is not None:
             await self._task
+        held = [claimed for claimed, _ in self._inflight.values()]
         pending = [task for _, task in self._inflight.values()]
         if pending:
             _done, still = await asyncio.wait(pending, timeout=grace)
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
-        for claimed, _task in list(self._inflight.values()):
+        # Completed fires no longer hold their token: release is a no-op for them.
+        for claimed in held:
             with contextlib.suppress(BusUnavailable):
                 await self.store.release(claimed.alert_id, claimed.token)
         self._inflight.clear()
