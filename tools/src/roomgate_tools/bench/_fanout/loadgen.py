@@ -1,0 +1,198 @@
+"""The load generator: many picows WebSocket clients in one asyncio process.
+
+A ``Fleet`` connects its clients (a bounded number at a time), subscribes them, and counts
+what they receive into a ``DeliveryLedger``. The hot path is one dict look-up per frame:
+the decoded events of a frame are cached by its bytes, since every client of a room gets
+the same frames, so only the first client to see a frame pays for the JSON decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Protocol
+
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from roomgate_tools.bench._fanout.ledger import DeliveryLedger
+from roomgate_tools.bench._fanout.wire import Decoded, Events, Kind
+
+_TEXT = WSMsgType.TEXT
+_CONTINUATION = WSMsgType.CONTINUATION
+_CACHE_LIMIT = 50_000
+
+
+class Wire(Protocol):
+    name: str
+    welcome_on_connect: bool
+
+    def path(self, client: int) -> str: ...
+    def subscribe_frame(self) -> bytes | None: ...
+    def reply(self, kind: Kind) -> bytes | None: ...
+    def decode(self, payload: bytes) -> Decoded: ...
+
+
+class FleetError(RuntimeError):
+    """Clients could not connect or subscribe."""
+
+
+class _Client(WSListener):  # type: ignore[misc]
+    def __init__(self, index: int, fleet: Fleet) -> None:
+        super().__init__()
+        self.index = index
+        self.fleet = fleet
+        self.transport: WSTransport | None = None
+        loop = asyncio.get_running_loop()
+        self.welcomed: asyncio.Future[None] = loop.create_future()
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+        self._partial: list[bytes] | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        if self.fleet.wire.welcome_on_connect:
+            self.welcomed.set_result(None)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is _TEXT and frame.fin and self._partial is None:
+            payload = frame.get_payload_as_bytes()
+        elif kind is _TEXT or kind is _CONTINUATION:
+            if kind is _TEXT:
+                self._partial = []
+            if self._partial is None:
+                return
+            self._partial.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return
+            payload = b"".join(self._partial)
+            self._partial = None
+        else:
+            return  # pings are answered by picows; close frames end the connection
+        fleet = self.fleet
+        events = fleet.cache.get(payload)
+        if events is None:
+            fleet.slow_path(self, payload)
+            return
+        now = time.time_ns()
+        record = fleet.ledger.record
+        index = self.index
+        for seq, sent in events:
+            record(index, seq, sent, now)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.fleet.on_disconnected(self)
+
+    def send(self, payload: bytes) -> None:
+        if self.transport is not None and not self.transport.is_disconnected:
+            self.transport.send(_TEXT, payload)
+
+
+class Fleet:
+    """``clients`` WebSocket clients of one server, counted into one ledger."""
+
+    def __init__(self, wire: Wire, ledger: DeliveryLedger, host: str, port: int) -> None:
+        self.wire = wire
+        self.ledger = ledger
+        self.host = host
+        self.port = port
+        self.cache: dict[bytes, Events] = {}
+        self.clients: list[_Client] = []
+        self.errors: list[str] = []
+        self.dropped = 0  # connections the server closed while we measured
+        self._closing = False
+
+    # -- hot path helpers ------------------------------------------------------------------
+
+    def slow_path(self, client: _Client, payload: bytes) -> None:
+        decoded = self.wire.decode(payload)
+        kind = decoded.kind
+        if kind is Kind.EVENTS:
+            if len(self.cache) >= _CACHE_LIMIT:
+                self.cache.clear()
+            self.cache[payload] = decoded.events
+            now = time.time_ns()
+            for seq, sent in decoded.events:
+                self.ledger.record(client.index, seq, sent, now)
+        elif kind is Kind.WELCOME:
+            if not client.welcomed.done():
+                client.welcomed.set_result(None)
+        elif kind is Kind.SUBSCRIBED:
+            if not client.subscribed.done():
+                client.subscribed.set_result(None)
+        elif kind is Kind.ERROR:
+            self._error(f"client {client.index}: {decoded.detail}")
+            for future in (client.welcomed, client.subscribed):
+                if not future.done():
+                    future.set_exception(FleetError(decoded.detail))
+        reply = self.wire.reply(kind)
+        if reply is not None:
+            client.send(reply)
+
+    def on_disconnected(self, client: _Client) -> None:
+        if self._closing:
+            return
+        self.dropped += 1
+        for future in (client.welcomed, client.subscribed):
+            if not future.done():
+                future.set_exception(FleetError("disconnected by the server"))
+
+    def _error(self, text: str) -> None:
+        if len(self.errors) < 20:
+            self.errors.append(text)
+
+    # -- phases ----------------------------------------------------------------------------
+
+    async def connect(self, count: int, *, concurrency: int = 100, within: float = 60.0) -> float:
+        """Connect ``count`` clients, each up to its welcome; returns the seconds it took."""
+        gate = asyncio.Semaphore(concurrency)
+        base = f"ws://{self.host}:{self.port}"
+
+        async def one(index: int) -> None:
+            async with gate:
+                try:
+                    _transport, client = await ws_connect(
+                        lambda: _Client(index, self),
+                        base + self.wire.path(index),
+                        websocket_handshake_timeout=within,
+                    )
+                except Exception as exc:
+                    raise FleetError(f"client {index} could not connect: {exc!r}") from exc
+                self.clients.append(client)
+                await client.welcomed
+
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), within)
+        return time.perf_counter() - started
+
+    async def subscribe(self, *, within: float = 60.0) -> float:
+        """Subscribe every client; returns the seconds until the last is subscribed."""
+        frame = self.wire.subscribe_frame()
+        started = time.perf_counter()
+        for client in self.clients:
+            if frame is None:
+                if not client.subscribed.done():
+                    client.subscribed.set_result(None)
+            else:
+                client.send(frame)
+        await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in self.clients)), within)
+        return time.perf_counter() - started
+
+    async def close(self, within: float = 5.0) -> None:
+        self._closing = True
+        transports = [c.transport for c in self.clients if c.transport is not None]
+        for transport in transports:
+            if not transport.is_disconnected:
+                transport.send_close(WSCloseCode.OK)
+                transport.disconnect()
+        waits = [t.wait_disconnected() for t in transports]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), within)
+        for client in self.clients:
+            for future in (client.welcomed, client.subscribed):
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" warning
+        self.clients.clear()

@@ -1,0 +1,169 @@
+"""The three wire protocols the fan-out load generator speaks, as pure decoders.
+
+Each ``*Wire`` says where a client connects, what it sends to subscribe, and turns one
+received text frame into a ``Decoded``: its kind and, for events, the ``(seq, sent_ns)``
+pairs the benchmark publisher put in the event data (``{"t": time_ns, "seq": n}``).
+
+- ``RoomgateWire``: the gateway protocol (docs/protocol.md): ``welcome`` on connect,
+  ``subscribe`` -> ``subscribed``, events as envelopes or inside ``batch`` frames.
+- ``PlainWire``: the naive Starlette baseline: every frame is an envelope, no handshake.
+- ``SocketIOWire``: Engine.IO 4 / Socket.IO 5 over a WebSocket: open packet ``0{...}``,
+  namespace connect ``40`` -> ``40{...}``, subscribe as an event with an ack
+  (``421["subscribe","system"]`` -> ``431[...]``), pings ``2`` answered with ``3``,
+  events ``42["metrics_update",{...}]``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, NamedTuple
+
+import msgspec
+
+Events = tuple[tuple[int, int], ...]
+
+_decode = msgspec.json.decode
+
+
+class Kind(Enum):
+    EVENTS = "events"
+    WELCOME = "welcome"
+    SUBSCRIBED = "subscribed"
+    OPEN = "open"  # Socket.IO: the Engine.IO open packet; the client answers `reply`
+    PING = "ping"  # Socket.IO: an Engine.IO ping; the client answers `reply`
+    ERROR = "error"
+    OTHER = "other"
+
+
+class Decoded(NamedTuple):
+    kind: Kind
+    events: Events = ()
+    detail: str = ""
+
+
+def _event_of(data: Any) -> tuple[int, int] | None:
+    """``(seq, t)`` of a benchmark event's data, or None for anything else."""
+    if isinstance(data, dict):
+        seq, sent = data.get("seq"), data.get("t")
+        if isinstance(seq, int) and isinstance(sent, int):
+            return seq, sent
+    return None
+
+
+def _envelope_events(envelopes: list[Any]) -> Events:
+    found = []
+    for envelope in envelopes:
+        if isinstance(envelope, dict):
+            event = _event_of(envelope.get("data"))
+            if event is not None:
+                found.append(event)
+    return tuple(found)
+
+
+class RoomgateWire:
+    name = "roomgate"
+    welcome_on_connect = False
+    room = "system"
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+
+    def path(self, client: int) -> str:
+        return f"/ws?token={self.tokens[client]}"
+
+    def subscribe_frame(self) -> bytes | None:
+        return msgspec.json.encode({"type": "subscribe", "data": {"room": self.room}})
+
+    def reply(self, kind: Kind) -> bytes | None:
+        return None
+
+    def decode(self, payload: bytes) -> Decoded:
+        try:
+            message = _decode(payload)
+        except msgspec.DecodeError:
+            return Decoded(Kind.OTHER, detail=payload[:200].decode(errors="replace"))
+        if not isinstance(message, dict):
+            return Decoded(Kind.OTHER)
+        type_ = message.get("type")
+        if type_ == "batch":
+            messages = message.get("messages")
+            return Decoded(
+                Kind.EVENTS, _envelope_events(messages if isinstance(messages, list) else [])
+            )
+        if type_ == "welcome":
+            return Decoded(Kind.WELCOME)
+        if type_ == "subscribed":
+            return Decoded(Kind.SUBSCRIBED)
+        if type_ == "error":
+            return Decoded(Kind.ERROR, detail=payload[:300].decode(errors="replace"))
+        event = _event_of(message.get("data"))
+        if event is not None:
+            return Decoded(Kind.EVENTS, (event,))
+        return Decoded(Kind.OTHER, detail=str(type_))
+
+
+class PlainWire:
+    name = "plain"
+    welcome_on_connect = True
+
+    def path(self, client: int) -> str:
+        return "/ws"
+
+    def subscribe_frame(self) -> bytes | None:
+        return None
+
+    def reply(self, kind: Kind) -> bytes | None:
+        return None
+
+    def decode(self, payload: bytes) -> Decoded:
+        try:
+            message = _decode(payload)
+        except msgspec.DecodeError:
+            return Decoded(Kind.OTHER, detail=payload[:200].decode(errors="replace"))
+        event = _event_of(message.get("data")) if isinstance(message, dict) else None
+        if event is None:
+            return Decoded(Kind.OTHER)
+        return Decoded(Kind.EVENTS, (event,))
+
+
+class SocketIOWire:
+    name = "socketio"
+    welcome_on_connect = False
+    room = "system"
+    _ACK_ID = 1
+
+    def path(self, client: int) -> str:
+        return "/socket.io/?EIO=4&transport=websocket"
+
+    def subscribe_frame(self) -> bytes | None:
+        return b"42%d" % self._ACK_ID + msgspec.json.encode(["subscribe", self.room])
+
+    def reply(self, kind: Kind) -> bytes | None:
+        if kind is Kind.OPEN:
+            return b"40"  # connect to the default namespace
+        if kind is Kind.PING:
+            return b"3"
+        return None
+
+    def decode(self, payload: bytes) -> Decoded:
+        if payload.startswith(b"42"):
+            try:
+                message = _decode(payload[2:])
+            except msgspec.DecodeError:
+                return Decoded(Kind.OTHER)
+            if isinstance(message, list) and len(message) >= 2:
+                event = _event_of(message[1])
+                if event is not None:
+                    return Decoded(Kind.EVENTS, (event,))
+            return Decoded(Kind.OTHER)
+        if payload == b"2":
+            return Decoded(Kind.PING)
+        if payload.startswith(b"0"):
+            return Decoded(Kind.OPEN)
+        if payload.startswith(b"40"):
+            return Decoded(Kind.WELCOME)
+        if payload.startswith(b"43%d" % self._ACK_ID):
+            return Decoded(Kind.SUBSCRIBED)
+        if payload.startswith((b"44", b"41", b"1")):
+            return Decoded(Kind.ERROR, detail=payload[:300].decode(errors="replace"))
+        return Decoded(Kind.OTHER, detail=payload[:100].decode(errors="replace"))

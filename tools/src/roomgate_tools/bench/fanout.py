@@ -1,0 +1,472 @@
+"""Fan-out: N clients in one room on ONE gateway process, events published through Redis.
+
+Measures, for the gateway and, in the same run on the same workload, two baselines (a naive
+Starlette + uvicorn loop of ``send_text`` and python-socketio with its Redis manager):
+
+- connects/s (full protocol: TCP, upgrade, auth, welcome) and subscribes/s;
+- server RSS per idle authenticated, subscribed connection (VmRSS after - before, / N);
+- a rate phase (``--rate`` events/s into the room for ``--duration`` s): delivered/lost,
+  p50/p99 publish->receive latency, deliveries per server CPU-second;
+- a saturation phase (events published as fast as the server delivers them, at most
+  ``--window`` events in flight per client): max deliveries/s and deliveries per server
+  CPU-second, the figure the targets compare.
+
+The clients (picows, uvloop) and the publisher run in this process; every server runs in
+its own process on 127.0.0.1 and is stopped at the end, also on Ctrl-C or errors. Targets
+are printed with PASS/FAIL, never asserted. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from roomgate_tools.bench._fanout import procstat
+from roomgate_tools.bench._fanout._serve import raise_nofile_limit
+from roomgate_tools.bench._fanout.ledger import DeliveryLedger
+from roomgate_tools.bench._fanout.loadgen import Fleet
+from roomgate_tools.bench._fanout.targets import TARGETS, EventPublisher, Target
+from roomgate_tools.procs import RedisProcess
+
+ORDER = ("gateway", "starlette", "socketio")
+KIB = 1024
+
+# The targets of issue 3 on a 2-core machine.
+TARGET_VS_STARLETTE = 1.0  # deliveries per gateway CPU-second >= the naive Starlette loop
+TARGET_VS_SOCKETIO = 6.0  # ... and >= 6x python-socketio
+TARGET_RSS_PER_CONN = 24 * KIB
+TARGET_P99_MS = 50.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=2000, help="connections (default 2000)")
+    parser.add_argument(
+        "--rate", type=float, default=10.0, help="events/s of the rate phase (default 10)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds of each measured phase (default 5)"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=ORDER,
+        help="measure only this server (repeatable; default: all three)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=10,
+        help="saturation phase: most events in flight per client (default 10)",
+    )
+    parser.add_argument(
+        "--connect-concurrency",
+        type=int,
+        default=100,
+        help="connections opened at once (default 100)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the work directory with the server logs"
+    )
+
+
+@dataclass
+class Options:
+    clients: int = 2000
+    rate: float = 10.0
+    duration: float = 5.0
+    window: int = 10
+    connect_concurrency: int = 100
+    drain_timeout: float = 10.0
+    saturation: bool = True
+
+
+@dataclass
+class PhaseResult:
+    published: int
+    expected: int
+    delivered: int
+    lost: int
+    duplicates: int
+    clients_complete: int
+    seconds: float
+    deliveries_per_s: float
+    server_cpu_s: float
+    deliveries_per_cpu_s: float | None
+    client_cpu_s: float
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    stalled: bool = False
+
+
+@dataclass
+class TargetResult:
+    name: str
+    description: str
+    clients: int
+    connected: int = 0
+    connect_s: float = 0.0
+    connects_per_s: float = 0.0
+    subscribe_s: float = 0.0
+    rss_before: int = 0
+    rss_idle: int = 0
+    rss_per_conn: float = 0.0
+    rate: PhaseResult | None = None
+    saturation: PhaseResult | None = None
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+async def _wait_delivered(ledger: DeliveryLedger, total: int, within: float) -> bool:
+    """Until ``total`` deliveries are counted in the open window; False on timeout."""
+    reached = asyncio.Event()
+    ledger.notify_at(total, reached.set)
+    try:
+        await asyncio.wait_for(reached.wait(), within)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        ledger.notify_at(-1, None)
+
+
+class _Meter:
+    """Server CPU, this process's CPU and wall time over a measured window."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cpu = procstat.tree_cpu_seconds(pid)
+        self.own = procstat.self_cpu_seconds()
+        self.wall = time.perf_counter()
+
+    def read(self) -> tuple[float, float, float]:
+        return (
+            time.perf_counter() - self.wall,
+            procstat.tree_cpu_seconds(self.pid) - self.cpu,
+            procstat.self_cpu_seconds() - self.own,
+        )
+
+
+def _phase(
+    ledger: DeliveryLedger, published: int, meter: tuple[float, float, float], stalled: bool
+) -> PhaseResult:
+    window = ledger.close(published)
+    seconds, server_cpu, client_cpu = meter
+    return PhaseResult(
+        published=published,
+        expected=window.expected,
+        delivered=window.delivered,
+        lost=window.lost,
+        duplicates=window.duplicates,
+        clients_complete=window.clients_complete,
+        seconds=seconds,
+        deliveries_per_s=window.delivered / seconds if seconds > 0 else 0.0,
+        server_cpu_s=server_cpu,
+        deliveries_per_cpu_s=window.delivered / server_cpu if server_cpu > 0 else None,
+        client_cpu_s=client_cpu,
+        p50_ms=window.latency_ms(0.50),
+        p99_ms=window.latency_ms(0.99),
+        max_ms=window.latency_ms(1.0),
+        stalled=stalled,
+    )
+
+
+async def _rate_phase(
+    fleet: Fleet, publisher: EventPublisher, pid: int, first_seq: int, options: Options
+) -> PhaseResult:
+    ledger = fleet.ledger
+    count = max(1, round(options.rate * options.duration))
+    ledger.open(first_seq, first_seq + count)
+    meter = _Meter(pid)
+    started = time.perf_counter()
+    for k in range(count):
+        delay = started + k / options.rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await publisher.publish(first_seq + k)
+    complete = await _wait_delivered(ledger, count * len(fleet.clients), options.drain_timeout)
+    return _phase(ledger, count, meter.read(), stalled=not complete)
+
+
+async def _saturation_phase(
+    fleet: Fleet, publisher: EventPublisher, pid: int, first_seq: int, options: Options
+) -> PhaseResult:
+    ledger = fleet.ledger
+    clients = len(fleet.clients)
+    ledger.open(first_seq, first_seq + 10**12)
+    meter = _Meter(pid)
+    deadline = time.perf_counter() + options.duration
+    published = 0
+    stalled = False
+    while time.perf_counter() < deadline:
+        behind = (published - options.window) * clients
+        if (
+            behind > 0
+            and ledger.delivered < behind
+            and not await _wait_delivered(ledger, behind, options.drain_timeout)
+        ):
+            stalled = True
+            break
+        await publisher.publish(first_seq + published)
+        published += 1
+    if not stalled:
+        stalled = not await _wait_delivered(ledger, published * clients, options.drain_timeout)
+    return _phase(ledger, published, meter.read(), stalled)
+
+
+async def measure_target(
+    target: Target, options: Options, redis_url: str, workdir: Path
+) -> TargetResult:
+    """Start ``target``, measure it and stop it."""
+    result = TargetResult(target.name, target.description, options.clients)
+    fleet: Fleet | None = None
+    publisher: EventPublisher | None = None
+    try:
+        _log(f"[{target.name}] starting the server")
+        await asyncio.to_thread(target.start, workdir, redis_url, options.clients)
+        pid = target.pid
+        await asyncio.sleep(0.5)
+        result.rss_before = procstat.tree_rss_bytes(pid)
+
+        ledger = DeliveryLedger(options.clients)
+        fleet = Fleet(target.wire(), ledger, target.host, target.port)
+        _log(f"[{target.name}] connecting {options.clients} clients")
+        result.connect_s = await fleet.connect(
+            options.clients, concurrency=options.connect_concurrency
+        )
+        result.connected = len(fleet.clients)
+        result.connects_per_s = result.connected / result.connect_s
+        result.subscribe_s = await fleet.subscribe()
+        await asyncio.sleep(1.0)  # let the server settle before reading its memory
+        result.rss_idle = procstat.tree_rss_bytes(pid)
+        result.rss_per_conn = (result.rss_idle - result.rss_before) / options.clients
+
+        publisher = await target.publisher(redis_url)
+        # The load generator must cost less than the server: no collector pauses while
+        # measuring (everything allocated so far is frozen out of the collector's sight).
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        seq = 0
+        # Warm-up, outside any window: first frames, caches, connections to Redis.
+        for _ in range(5):
+            await publisher.publish(seq)
+            seq += 1
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+
+        _log(f"[{target.name}] rate phase: {options.rate:g} events/s for {options.duration:g}s")
+        result.rate = await _rate_phase(fleet, publisher, pid, seq, options)
+        seq += result.rate.published
+        if options.saturation:
+            _log(f"[{target.name}] saturation phase for {options.duration:g}s")
+            result.saturation = await _saturation_phase(fleet, publisher, pid, seq, options)
+        if not target.running:
+            result.errors.append(f"the server exited:\n{target.log_tail()}")
+    except Exception as exc:
+        result.errors.append(f"{type(exc).__name__}: {exc}")
+        if target.server is not None:
+            tail = target.log_tail()
+            if tail:
+                result.errors.append(f"server log:\n{tail}")
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        if fleet is not None:
+            result.dropped = fleet.dropped
+            result.errors.extend(fleet.errors)
+            await fleet.close()
+        if publisher is not None:
+            await publisher.close()
+        await asyncio.to_thread(target.stop)
+    return result
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _phase_lines(name: str, phase: PhaseResult | None) -> list[str]:
+    if phase is None:
+        return [f"  {name}: not measured"]
+    lines = [
+        f"  {name}: {phase.published} events x clients = {phase.expected:,} expected, "
+        f"{phase.delivered:,} delivered, {phase.lost:,} lost, "
+        f"{phase.duplicates} duplicate/reordered, "
+        f"{phase.clients_complete} clients got every event"
+        + (" (STALLED: not all delivered in time)" if phase.stalled else ""),
+        f"    {_num(phase.deliveries_per_s)} deliveries/s over {phase.seconds:.2f}s; "
+        f"server {phase.server_cpu_s:.2f} CPU-s -> {_num(phase.deliveries_per_cpu_s)} "
+        f"deliveries per server CPU-second; load generator {phase.client_cpu_s:.2f} CPU-s",
+        f"    publish->receive latency p50 {_num(phase.p50_ms, 1)} ms, "
+        f"p99 {_num(phase.p99_ms, 1)} ms, max {_num(phase.max_ms, 1)} ms",
+    ]
+    return lines
+
+
+def _dpc(result: TargetResult | None) -> float | None:
+    if result is None or result.saturation is None:
+        return None
+    return result.saturation.deliveries_per_cpu_s
+
+
+def comparisons(results: dict[str, TargetResult]) -> list[dict[str, Any]]:
+    """The targets of issue 3 that the measured servers allow to check."""
+    checks: list[dict[str, Any]] = []
+    gateway = results.get("gateway")
+    if gateway is None or (gateway.errors and gateway.saturation is None):
+        return checks
+    mine = _dpc(gateway)
+    for name, factor in (("starlette", TARGET_VS_STARLETTE), ("socketio", TARGET_VS_SOCKETIO)):
+        theirs = _dpc(results.get(name))
+        if mine is not None and theirs:
+            ratio = mine / theirs
+            checks.append(
+                {
+                    "what": f"deliveries per gateway CPU-s / {name}",
+                    "value": round(ratio, 2),
+                    "target": f">= {factor:g}",
+                    "pass": ratio >= factor,
+                }
+            )
+    if gateway.connected:
+        checks.append(
+            {
+                "what": "RSS per idle authenticated connection (KiB)",
+                "value": round(gateway.rss_per_conn / KIB, 1),
+                "target": f"<= {TARGET_RSS_PER_CONN // KIB}",
+                "pass": gateway.rss_per_conn <= TARGET_RSS_PER_CONN,
+            }
+        )
+    if gateway.rate is not None and gateway.rate.p99_ms is not None:
+        checks.append(
+            {
+                "what": f"p99 latency at {gateway.clients} clients x rate phase (ms)",
+                "value": round(gateway.rate.p99_ms, 1),
+                "target": f"<= {TARGET_P99_MS:g}",
+                "pass": gateway.rate.p99_ms <= TARGET_P99_MS and gateway.rate.lost == 0,
+            }
+        )
+    return checks
+
+
+def render(results: dict[str, TargetResult], options: Options, load: str) -> str:
+    lines = [
+        f"fan-out: {options.clients} clients in one room, rate phase {options.rate:g} events/s, "
+        f"{options.duration:g}s per phase, saturation window {options.window}",
+        f"load average before the run: {load}",
+    ]
+    for result in results.values():
+        lines.append("")
+        lines.append(f"== {result.name}: {result.description}")
+        lines.append(
+            f"  connect: {result.connected}/{result.clients} in {result.connect_s:.2f}s "
+            f"= {_num(result.connects_per_s)} connects/s; subscribe all {result.subscribe_s:.2f}s"
+        )
+        lines.append(
+            f"  memory: RSS {result.rss_before / KIB / KIB:.1f} MiB before, "
+            f"{result.rss_idle / KIB / KIB:.1f} MiB with {result.connected} idle connections "
+            f"= {result.rss_per_conn / KIB:.1f} KiB per connection"
+        )
+        lines += _phase_lines("rate", result.rate)
+        lines += _phase_lines("saturation", result.saturation)
+        if result.dropped:
+            lines.append(f"  {result.dropped} connections dropped by the server")
+        for error in result.errors:
+            lines.append("  ERROR " + error.replace("\n", "\n    "))
+    checks = comparisons(results)
+    if checks:
+        lines.append("")
+        lines.append("targets (issue 3):")
+        for check in checks:
+            lines.append(
+                f"  {_verdict(check['pass'])}  {check['what']}: {check['value']} "
+                f"(target {check['target']})"
+            )
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+async def measure(names: list[str], options: Options, workdir: Path) -> dict[str, TargetResult]:
+    """Start Redis, measure each named server in turn, stop everything."""
+    redis = RedisProcess(workdir / "redis", aof=False)
+    await asyncio.to_thread(redis.start)
+    results: dict[str, TargetResult] = {}
+    try:
+        for name in names:
+            target = TARGETS[name]()
+            try:
+                results[name] = await measure_target(target, options, redis.url, workdir)
+            finally:
+                await asyncio.to_thread(target.stop)
+    finally:
+        await asyncio.to_thread(redis.stop)
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvloop
+
+    raise_nofile_limit()  # inherited by every server this benchmark starts
+    options = Options(
+        clients=args.clients,
+        rate=args.rate,
+        duration=args.duration,
+        window=args.window,
+        connect_concurrency=args.connect_concurrency,
+    )
+    names = [n for n in ORDER if n in (args.only or ORDER)]
+    load = _load()
+    workdir = Path(tempfile.mkdtemp(prefix="roomgate-bench-fanout-"))
+    failed = False
+    try:
+        results = uvloop.run(measure(names, options, workdir))
+        failed = any(r.errors for r in results.values())
+        if args.json:
+            document = {
+                "options": asdict(options),
+                "load_before": load,
+                "results": {name: asdict(r) for name, r in results.items()},
+                "targets": comparisons(results),
+            }
+            print(json.dumps(document, indent=2))
+        else:
+            print(render(results, options, load))
+            print(f"load average after the run: {_load()}")
+    finally:
+        if args.keep_logs or failed:
+            _log(f"logs kept in {workdir}")
+        else:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(workdir)
+    return 1 if failed else 0
