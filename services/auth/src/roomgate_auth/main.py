@@ -21,13 +21,14 @@ from roomgate_auth.settings import AuthSettings
 def main() -> None:
     try:
         settings = AuthSettings.from_env()
-        setup_logging("auth", settings.log_level)
-        provider = make_tracer_provider("auth", settings.otlp_endpoint)
-        trace.set_tracer_provider(provider)
-        server = AuthServer(settings, tracer_provider=provider)
+        policy = settings.build_policy()
     except ConfigurationError as exc:
         print(f"roomgate-auth: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    setup_logging("auth", settings.log_level)
+    provider = make_tracer_provider("auth", settings.otlp_endpoint)
+    trace.set_tracer_provider(provider)
+    server = AuthServer(settings, policy=policy, tracer_provider=provider)
 
     async def serve() -> None:
         await serve_until_signal(server.start, server.stop)

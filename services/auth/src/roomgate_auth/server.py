@@ -296,11 +296,12 @@ class AuthServer:
         self,
         settings: AuthSettings,
         *,
+        policy: TokenPolicy | None = None,
         tracer_provider: TracerProvider | None = None,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
-        self.policy = settings.build_policy()
+        self.policy = policy or settings.build_policy()
         self.registry = registry or CollectorRegistry()
         self.metrics = AuthMetrics(self.registry)
         self._tracer_provider = tracer_provider
