@@ -28,7 +28,11 @@ def main() -> None:
     setup_logging("auth", settings.log_level)
     provider = make_tracer_provider("auth", settings.otlp_endpoint)
     trace.set_tracer_provider(provider)
-    server = AuthServer(settings, policy=policy, tracer_provider=provider)
+    # The tracing interceptor costs a good share of a call's CPU; without an OTLP endpoint its
+    # spans go nowhere (auth calls only Redis), so it runs only when spans are exported.
+    server = AuthServer(
+        settings, policy=policy, tracer_provider=provider if settings.otlp_endpoint else None
+    )
 
     async def serve() -> None:
         await serve_until_signal(server.start, server.stop)

@@ -1,0 +1,269 @@
+"""Auth: Authenticate calls per second and latency for HS256, RS256 and EdDSA tokens.
+
+Starts its own redis-server and the auth service as a subprocess (``roomgate-auth``, so the
+server's CPU is its own process and the figures are honest on a 2-core machine), trusting an
+HS256 secret, an RSA-2048 and an Ed25519 public key (generated for the run). Tokens are
+minted here with the service's own code (``roomgate_auth.tokens``), a pool of distinct users
+per algorithm. For each algorithm ``--clients`` concurrent callers (grpc.aio, this process)
+keep one Authenticate in flight each for ``--duration`` seconds after a short warm-up.
+Every call verifies the signature and checks revocation in Redis (one round trip).
+
+Prints calls/s, p50/p99 latency (client-observed, ms) and calls per server CPU-second.
+Everything started is stopped at the end, also on errors or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
+from roomgate_auth.tokens import (
+    KeyRing,
+    Principal,
+    PrincipalKind,
+    SigningKey,
+    TokenPolicy,
+    hs256_key,
+    hs256_signing_key,
+    signing_key_from_pem,
+)
+
+from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port
+
+SERVICE = "roomgate.auth.v1.AuthService"
+ISSUER = "roomgate-bench"
+AUDIENCE = "roomgate"
+ALGORITHMS = ("HS256", "RS256", "EdDSA")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per case (3)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent callers (8)")
+    parser.add_argument("--tokens", type=int, default=500, help="distinct tokens per case (500)")
+    parser.add_argument(
+        "--alg",
+        action="append",
+        choices=ALGORITHMS,
+        help="algorithm to measure (repeatable; default: all)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+
+
+@dataclass
+class Figures:
+    algorithm: str
+    calls: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_s: float
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.calls / self.seconds
+
+    @property
+    def calls_per_cpu_s(self) -> float:
+        return self.calls / self.server_cpu_s if self.server_cpu_s else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def pem(private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_pem(private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+class KeyMaterial:
+    """The run's keys: files for the server, signing keys for the minting side."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.secret = secrets.token_urlsafe(48)
+        rsa_key = rsa.generate_private_key(65537, 2048)
+        ed_key = ed25519.Ed25519PrivateKey.generate()
+        self.public_dir = workdir / "public"
+        self.public_dir.mkdir()
+        (self.public_dir / "bench-rsa.pem").write_bytes(public_pem(rsa_key))
+        (self.public_dir / "bench-ed.pem").write_bytes(public_pem(ed_key))
+        self.signing: dict[str, SigningKey] = {
+            "HS256": hs256_signing_key(self.secret),
+            "RS256": signing_key_from_pem("bench-rsa", pem(rsa_key)),
+            "EdDSA": signing_key_from_pem("bench-ed", pem(ed_key)),
+        }
+
+    def tokens(self, algorithm: str, count: int) -> list[str]:
+        policy = TokenPolicy(
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            keys=KeyRing.build([], hs256_key(self.secret)),
+            signing=self.signing[algorithm],
+        )
+        return [
+            policy.mint(
+                Principal(
+                    PrincipalKind.USER,
+                    str(1000 + i),
+                    roles=("operator",),
+                    permissions=("view_system", "view_tasks"),
+                    group_ids=(str(i % 50 + 1),),
+                    team_ids=(str(i % 9 + 1),),
+                ),
+                ttl=3600,
+            )[0]
+            for i in range(count)
+        ]
+
+
+async def measure(
+    stub: auth_pb2_grpc.AuthServiceStub,
+    tokens: list[str],
+    *,
+    clients: int,
+    duration: float,
+    server_pid: int,
+) -> tuple[int, float, list[float], float]:
+    """``clients`` callers, one Authenticate in flight each, for ``duration`` seconds."""
+    requests = [auth_pb2.AuthenticateRequest(token=t) for t in tokens]
+    latencies: list[float] = []
+    calls = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + duration
+
+    async def caller(offset: int) -> None:
+        nonlocal calls
+        i = offset
+        while loop.time() < deadline:
+            request = requests[i % len(requests)]
+            i += 1
+            start = time.perf_counter()
+            await stub.Authenticate(request, timeout=5)
+            latencies.append(time.perf_counter() - start)
+            calls += 1
+
+    cpu_before = cpu_seconds(server_pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(c * 37) for c in range(clients)))
+    elapsed = time.perf_counter() - started
+    return calls, elapsed, sorted(latencies), cpu_seconds(server_pid) - cpu_before
+
+
+async def _main(args: argparse.Namespace) -> list[Figures]:
+    workdir = Path(tempfile.mkdtemp(prefix="roomgate-bench-auth-"))
+    redis = RedisProcess(workdir / "redis", aof=False)
+    server: ManagedProcess | None = None
+    try:
+        keys = KeyMaterial(workdir)
+        redis.start()
+        port = free_port()
+        server = ManagedProcess(
+            [str(Path(sys.executable).with_name("roomgate-auth"))],
+            log_path=workdir / "auth.log",
+            env={
+                "ROOMGATE_LISTEN": f"127.0.0.1:{port}",
+                "ROOMGATE_REDIS_URL": redis.url,
+                "ROOMGATE_METRICS_LISTEN": "127.0.0.1:0",
+                "ROOMGATE_JWT_ISSUER": ISSUER,
+                "ROOMGATE_JWT_AUDIENCE": AUDIENCE,
+                "ROOMGATE_JWT_HS256_SECRET": keys.secret,
+                "ROOMGATE_JWT_PUBLIC_KEYS": str(keys.public_dir),
+                "ROOMGATE_JWKS_FILE": "",
+                "ROOMGATE_JWT_SIGNING_KEY_FILE": "",
+                "ROOMGATE_LOG_LEVEL": "WARNING",
+                "ROOMGATE_OTLP_ENDPOINT": "",
+            },
+        )
+        server.start()
+        await asyncio.to_thread(wait_for_port, port, 20.0)
+        assert server.proc is not None
+        pid = server.proc.pid
+        figures: list[Figures] = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for _ in range(100):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE))
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
+            for algorithm in args.alg or ALGORITHMS:
+                tokens = keys.tokens(algorithm, args.tokens)
+                await measure(stub, tokens, clients=args.clients, duration=0.5, server_pid=pid)
+                calls, elapsed, latencies, cpu = await measure(
+                    stub, tokens, clients=args.clients, duration=args.duration, server_pid=pid
+                )
+                figures.append(
+                    Figures(
+                        algorithm=algorithm,
+                        calls=calls,
+                        seconds=elapsed,
+                        p50_ms=percentile(latencies, 0.50) * 1000,
+                        p99_ms=percentile(latencies, 0.99) * 1000,
+                        server_cpu_s=cpu,
+                    )
+                )
+        return figures
+    finally:
+        if server is not None:
+            code = server.stop(timeout=10)
+            if code not in (0, None):
+                print(
+                    f"roomgate-auth exited with {code}:\n{server.output()[-2000:]}", file=sys.stderr
+                )
+        redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        figures = asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps([{**asdict(f), "calls_per_s": f.calls_per_s} for f in figures], indent=2))
+        return 0
+    print(
+        f"auth Authenticate benchmark: server in its own process, {args.clients} clients"
+        f" (grpc.aio, this process), {args.duration:g} s per case, {os.cpu_count()} CPUs"
+    )
+    header = (
+        f"{'algorithm':<10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'calls/server-CPU-s':>19}"
+    )
+    print(header)
+    print("-" * len(header))
+    for f in figures:
+        print(
+            f"{f.algorithm:<10} {f.calls_per_s:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f}"
+            f" {f.calls_per_cpu_s:>19.0f}"
+        )
+    return 0
