@@ -36,7 +36,7 @@ FAST = {
     "escalation_poll_interval": 0.02,
     "escalation_lease_ms": 2000,
     "escalation_reclaim_interval": 0.1,
-    "escalation_reclaim_idle_ms": 200,
+    "escalation_reclaim_idle_ms": 3000,
     "shutdown_grace": 2.0,
 }
 

@@ -126,9 +126,7 @@ async def test_acknowledge_after_escalation_reaches_escalated_rooms(
     )
     await wait_for(lambda: room_events(redis, "team-3", "alert_escalated"))
     await stub.Acknowledge(pb.AcknowledgeRequest(alert_id="a3", by="7"))
-    assert [e["id"] for e in await room_events(redis, "team-3", "alert_acknowledged")] == [
-        "a3:ack"
-    ]
+    assert [e["id"] for e in await room_events(redis, "team-3", "alert_acknowledged")] == ["a3:ack"]
     assert await room_events(redis, "team-4") == []
     got = (await stub.Get(pb.GetRequest(alert_id="a3"))).alert
     assert [t.event for t in got.timeline] == ["triggered", "escalated", "acknowledged"]
@@ -382,9 +380,12 @@ async def test_shutdown_hands_claimed_timers_back(make_replica, stub_for, redis)
     assert [e["id"] for e in events] == ["h1:esc:1"]
 
     async def recorded() -> bool:
-        return other.registry.get_sample_value(
-            "roomgate_escalation_escalations_fired_total", {"severity": "critical"}
-        ) == 1
+        return (
+            other.registry.get_sample_value(
+                "roomgate_escalation_escalations_fired_total", {"severity": "critical"}
+            )
+            == 1
+        )
 
     await wait_for(recorded)
 

@@ -84,12 +84,13 @@ class AlertService:
         default_id: str = "",
         seen: str = "",
         publish: bool = True,
-    ) -> tuple[AlertRecord, bool]:
+    ) -> tuple[AlertRecord, str]:
         """Create the alert, or update the open alert with the same id or dedup key.
 
         ``seen`` (a bus entry id) makes a redelivered entry a no-op; ``publish`` sends
         ``alert_triggered`` into ``alerts`` (gRPC triggers; bus triggers are already there).
-        Returns (alert, created).
+        Returns (alert, outcome): outcome is ``created``, ``updated`` or ``seen`` (a bus
+        entry applied before).
         """
         alert = parse_alert(data, self.config, default_id=default_id or str(uuid.uuid4()))
         carrier: dict[str, Any] = {}
@@ -138,7 +139,7 @@ class AlertService:
         created = result.outcome == "created"
         self.metrics.triggers.labels(source, result.outcome).inc()
         if result.outcome == "seen":
-            return record, False
+            return record, "seen"
         if created:
             self.metrics.transitions.labels("triggered").inc()
             if alert.plan:
@@ -150,7 +151,7 @@ class AlertService:
                 f"{record.get('id')}:trig:{record.int('trig')}",
                 json.loads(record.get("data") or "{}"),
             )
-        return record, created
+        return record, result.outcome
 
     async def acknowledge(self, alert_id: str, by: str) -> tuple[AlertRecord, bool]:
         alert_id = canonical_alert_id(alert_id)

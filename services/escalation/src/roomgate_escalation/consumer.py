@@ -169,7 +169,7 @@ class BusConsumer:
             attributes={"roomgate.stream_entry": entry},
         ):
             try:
-                await self.alerts.trigger(
+                _record, outcome = await self.alerts.trigger(
                     envelope.get("data"),
                     source="bus",
                     by=sender[:128],
@@ -180,4 +180,4 @@ class BusConsumer:
             except EscalationError as exc:
                 log.warning("bus alert refused", extra={"entry": entry, "reason": str(exc)})
                 return "invalid"
-        return "applied"
+        return "duplicate" if outcome == "seen" else "applied"

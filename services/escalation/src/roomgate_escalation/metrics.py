@@ -59,8 +59,9 @@ class EscalationMetrics:
         )
         self.bus_entries = Counter(
             f"{PREFIX}_bus_entries",
-            "Entries of the alerts stream handled, by outcome (applied, skipped, invalid, "
-            "reclaimed)",
+            "Entries of the alerts stream handled, by outcome (applied, duplicate: applied "
+            "before, skipped: not an alert_triggered of a backend, invalid, reclaimed: taken "
+            "over from another consumer)",
             ["outcome"],
             registry=registry,
         )

@@ -145,8 +145,8 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
                     {"type": "escalate", "delay": a.delay_seconds, "target": a.target}
                     for a in request.actions
                 ]
-            record, created = await self.alerts.trigger(data, source="grpc", by=_peer_name(context))
-            return pb.TriggerResponse(alert=alert_to_pb(record), created=created)
+            record, outcome = await self.alerts.trigger(data, source="grpc", by=_peer_name(context))
+            return pb.TriggerResponse(alert=alert_to_pb(record), created=outcome == "created")
         raise AssertionError("unreachable")
 
     async def Acknowledge(
