@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -28,6 +28,9 @@ from roomgate_roomauthz.policy import (
 from roomgate_roomauthz.rooms import is_canonical_id
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 PRINCIPAL_KINDS = {
     auth_pb2.PRINCIPAL_KIND_USER: PrincipalKind.USER,
@@ -60,7 +63,7 @@ class Metrics:
         )
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, msg: str) -> NoReturn:
+async def _abort(context: Context, code: grpc.StatusCode, msg: str) -> NoReturn:
     await context.abort(code, msg)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -91,7 +94,7 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
     async def _principal(
         self,
         request: pb.AuthorizeRequest | pb.AuthorizeManyRequest,
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> Principal:
         principal = (
             principal_from_proto(request.principal) if request.HasField("principal") else None
@@ -106,7 +109,7 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
         self,
         principal: Principal,
         items: list[tuple[str, Action | None, str]],
-        context: grpc.aio.ServicerContext,
+        context: Context,
     ) -> list[Decision]:
         lookups: set[Lookup] = set()
         for room, action, message_type in items:
@@ -126,7 +129,7 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
         return decisions
 
     async def Authorize(
-        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AuthorizeRequest, context: Context
     ) -> pb.AuthorizeResponse:
         start = time.perf_counter()
         principal = await self._principal(request, context)
@@ -150,7 +153,7 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
         )
 
     async def AuthorizeMany(
-        self, request: pb.AuthorizeManyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AuthorizeManyRequest, context: Context
     ) -> pb.AuthorizeManyResponse:
         start = time.perf_counter()
         principal = await self._principal(request, context)
@@ -183,13 +186,11 @@ class AclAdminServicer(pb_grpc.AclAdminServiceServicer):
         self.admin_secret = admin_secret
         self.max_changes = max_changes
 
-    async def _require_admin(self, context: grpc.aio.ServicerContext) -> None:
+    async def _require_admin(self, context: Context) -> None:
         if not is_admin(context, self.admin_secret):
             await _abort(context, grpc.StatusCode.PERMISSION_DENIED, "admin credential required")
 
-    async def _entries(
-        self, raw: list[pb.AclEntry], context: grpc.aio.ServicerContext
-    ) -> list[AclEntry]:
+    async def _entries(self, raw: list[pb.AclEntry], context: Context) -> list[AclEntry]:
         entries: list[AclEntry] = []
         seen: set[AclEntry] = set()
         for e in raw:
@@ -209,7 +210,7 @@ class AclAdminServicer(pb_grpc.AclAdminServiceServicer):
         return entries
 
     async def ChangeAcl(
-        self, request: pb.ChangeAclRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChangeAclRequest, context: Context
     ) -> pb.ChangeAclResponse:
         await self._require_admin(context)
         if len(request.add) + len(request.remove) > self.max_changes:
@@ -239,9 +240,7 @@ class AclAdminServicer(pb_grpc.AclAdminServiceServicer):
         )
         return pb.ChangeAclResponse(version=version)
 
-    async def ListAcl(
-        self, request: pb.ListAclRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListAclResponse:
+    async def ListAcl(self, request: pb.ListAclRequest, context: Context) -> pb.ListAclResponse:
         await self._require_admin(context)
         if request.relation == pb.RELATION_UNSPECIFIED:
             relations = list(Relation)
