@@ -170,7 +170,8 @@ class AclStore:
         self, add: Sequence[AclEntry], remove: Sequence[AclEntry]
     ) -> tuple[int, list[AclChange]]:
         """Apply ``remove`` then ``add`` atomically; publish one event when anything changed.
-        Returns the version after the change and the changes requested."""
+        Returns the version after the change and the changes requested (the event lists
+        only those that had an effect)."""
         changes = [AclChange("remove", e.relation, e.subject_id, e.object_id) for e in remove]
         changes += [AclChange("add", e.relation, e.subject_id, e.object_id) for e in add]
         script_keys: list[str] = [keys.ACL_VERSION]
@@ -258,6 +259,9 @@ class AclInvalidationListener:
                 await self._listen()
             except (BusUnavailable, *CONNECTION_ERRORS) as exc:
                 log.warning("acl invalidation subscription lost", extra={"error": str(exc)})
+            except Exception:
+                # Never let the listener die quietly: the cache would then rely on its TTL.
+                log.exception("acl invalidation listener failed; resubscribing")
             self.subscribed.clear()
             self.cache.invalidate()
             await self._report(False)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from roomgate_roomauthz.rooms import Room, RoomKind, is_canonical_id, parse_room
@@ -170,24 +171,26 @@ class PublishRule:
 AGENT_STATUS_TYPES = frozenset({"agent_status", "agent_updated"})
 TASK_REPORT_TYPES = frozenset({"task_started", "task_progress", "task_completed", "task_failed"})
 
-DEFAULT_SUBSCRIBE: Mapping[RoomKind, tuple[Check, ...]] = {
-    RoomKind.SYSTEM: _perm("view_system"),
-    RoomKind.ALERTS: _perm("view_system"),
-    RoomKind.MAINTENANCE: _perm("view_system"),
-    RoomKind.AGENTS: _perm("view_agents"),
-    RoomKind.AGENT: (
-        Check(CheckKind.AGENT_GROUP),
-        Check(CheckKind.OWNER),
-        Check(CheckKind.PERMISSION, "view_all_agents"),
-    ),
-    RoomKind.TASKS: _perm("view_tasks"),
-    RoomKind.TASK: _perm("view_tasks"),
-    RoomKind.GROUP: (Check(CheckKind.MEMBER),),
-    RoomKind.TEAM: (Check(CheckKind.MEMBER),),
-    RoomKind.ROLE: (Check(CheckKind.ROLE),),
-    RoomKind.USER: (Check(CheckKind.OWNER),),
-    RoomKind.SESSION: (Check(CheckKind.OWNER),),
-}
+DEFAULT_SUBSCRIBE: Mapping[RoomKind, tuple[Check, ...]] = MappingProxyType(
+    {
+        RoomKind.SYSTEM: _perm("view_system"),
+        RoomKind.ALERTS: _perm("view_system"),
+        RoomKind.MAINTENANCE: _perm("view_system"),
+        RoomKind.AGENTS: _perm("view_agents"),
+        RoomKind.AGENT: (
+            Check(CheckKind.AGENT_GROUP),
+            Check(CheckKind.OWNER),
+            Check(CheckKind.PERMISSION, "view_all_agents"),
+        ),
+        RoomKind.TASKS: _perm("view_tasks"),
+        RoomKind.TASK: _perm("view_tasks"),
+        RoomKind.GROUP: (Check(CheckKind.MEMBER),),
+        RoomKind.TEAM: (Check(CheckKind.MEMBER),),
+        RoomKind.ROLE: (Check(CheckKind.ROLE),),
+        RoomKind.USER: (Check(CheckKind.OWNER),),
+        RoomKind.SESSION: (Check(CheckKind.OWNER),),
+    }
+)
 
 DEFAULT_PUBLISH: tuple[PublishRule, ...] = (
     PublishRule(

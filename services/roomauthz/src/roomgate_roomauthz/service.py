@@ -230,10 +230,10 @@ class AclAdminServicer(pb_grpc.AclAdminServiceServicer):
         except BusUnavailable:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "acl data unavailable (redis)")
         log.info(
-            "acl changed",
+            "acl change applied",
             extra={
                 "version": version,
-                "changes": [
+                "requested": [
                     f"{c.op} {c.relation.value} {c.subject_id} {c.object_id}" for c in changes
                 ],
             },
