@@ -109,6 +109,8 @@ def check_service(svc: str) -> list[str]:
     rel = path.relative_to(ROOT)
     dist = f"roomgate-{svc}"
     if not path.exists():
+        if not (path.parent / "pyproject.toml").exists():
+            return []  # the service is not written yet (see pending())
         return [f"{rel}: missing"]
     problems: list[str] = []
 
@@ -217,13 +219,29 @@ def check_service(svc: str) -> list[str]:
     return problems
 
 
+def pending() -> list[str]:
+    """Services with neither code nor Dockerfile yet (a folder under services/ without a
+    pyproject.toml breaks the uv workspace, so their Dockerfile waits for their code)."""
+    return [
+        svc
+        for svc in SERVICES
+        if not (ROOT / "services" / svc / "Dockerfile").exists()
+        and not (ROOT / "services" / svc / "pyproject.toml").exists()
+    ]
+
+
 def main() -> int:
     problems = [p for svc in SERVICES for p in check_service(svc)]
     for p in problems:
         print(p)
     if problems:
         return 1
-    print(f"{len(SERVICES)} Dockerfiles: every rule holds")
+    waiting = pending()
+    checked = len(SERVICES) - len(waiting)
+    print(
+        f"{checked} Dockerfiles: every rule holds"
+        + (f"; pending: {', '.join(waiting)}" if waiting else "")
+    )
     return 0
 
 
