@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from roomgate_roomauthz.rooms import (
     MAX_ID,
@@ -129,6 +129,7 @@ def test_room_name_builds_and_refuses() -> None:
 ID_KINDS = [RoomKind.AGENT, RoomKind.TASK, RoomKind.GROUP, RoomKind.TEAM, RoomKind.USER]
 
 
+@settings(deadline=None)  # no per-example deadline: the CI machine is shared
 @given(st.integers(min_value=1, max_value=MAX_ID), st.sampled_from([*ID_KINDS, RoomKind.SESSION]))
 def test_canonical_ids_round_trip(value: int, kind: RoomKind) -> None:
     """Every positive integer below 2**63 in canonical form is a room id of every id kind."""
@@ -140,6 +141,7 @@ def test_canonical_ids_round_trip(value: int, kind: RoomKind) -> None:
     assert is_canonical_id(str(value))
 
 
+@settings(deadline=None)  # no per-example deadline: the CI machine is shared
 @given(st.text(max_size=40), st.sampled_from([*ID_KINDS, RoomKind.SESSION]))
 def test_anything_but_a_canonical_id_is_refused(arg: str, kind: RoomKind) -> None:
     """An id argument parses only when it is exactly the canonical decimal form."""
@@ -148,6 +150,7 @@ def test_anything_but_a_canonical_id_is_refused(arg: str, kind: RoomKind) -> Non
     assert (parsed is not None) == canonical
 
 
+@settings(deadline=None)  # no per-example deadline: the CI machine is shared
 @given(st.text(max_size=200))
 def test_arbitrary_text_parses_only_to_itself(text: str) -> None:
     """Whatever parses names exactly itself (no normalisation, no aliasing)."""
