@@ -62,7 +62,9 @@ async def test_console_script_accepts_a_token_of_roomgate_token(
         await asyncio.to_thread(wait_for_port, port, 20)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = auth_pb2_grpc.AuthServiceStub(channel)
-            reply = await stub.Authenticate(auth_pb2.AuthenticateRequest(token=token))
+            reply = await stub.Authenticate(
+                auth_pb2.AuthenticateRequest(token=token), wait_for_ready=True, timeout=20
+            )
             assert (reply.principal.id, list(reply.principal.group_ids)) == ("42", ["3"])
     finally:
         code = await asyncio.to_thread(service.stop, 10)
