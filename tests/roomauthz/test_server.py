@@ -424,8 +424,11 @@ async def test_decisions_are_counted(server: RoomAuthzServer, channel: grpc.aio.
     await authorize(channel, user(), "lobby")
     value = server.registry.get_sample_value
     labels = {"action": "subscribe", "reason": "missing_permission"}
-    assert value("roomauthz_decisions_total", labels) == 2
+    assert value("roomgate_roomauthz_decisions_total", labels) == 2
     assert (
-        value("roomauthz_decisions_total", {"action": "subscribe", "reason": "unknown_room"}) == 1
+        value(
+            "roomgate_roomauthz_decisions_total", {"action": "subscribe", "reason": "unknown_room"}
+        )
+        == 1
     )
-    assert value("roomauthz_decision_seconds_count", {"method": "Authorize"}) == 3
+    assert value("roomgate_roomauthz_decision_seconds_count", {"method": "Authorize"}) == 3

@@ -16,7 +16,12 @@ from roomgate_common.redis_adapter import Redis, connect
 from roomgate_roomauthz.acl import AclCache, AclInvalidationListener, AclStore
 from roomgate_roomauthz.policy import Policy
 from roomgate_roomauthz.policy_file import load_policy
-from roomgate_roomauthz.service import AclAdminServicer, Metrics, RoomAuthzServicer
+from roomgate_roomauthz.service import (
+    METRICS_PREFIX,
+    AclAdminServicer,
+    Metrics,
+    RoomAuthzServicer,
+)
 from roomgate_roomauthz.settings import RoomAuthzSettings
 
 log = logging.getLogger(__name__)
@@ -55,7 +60,7 @@ class RoomAuthzServer:
             service_names=SERVICE_NAMES,
             register=self._register,
             registry=self.registry,
-            metrics_prefix="roomauthz",
+            metrics_prefix=METRICS_PREFIX,
             tracer_provider=tracer_provider,
         )
         self.listener = AclInvalidationListener(self.redis, self.cache, on_health=self._set_ready)

@@ -46,16 +46,20 @@ RELATIONS = {
 RELATION_VALUES = {v: k for k, v in RELATIONS.items()}
 
 
+METRICS_PREFIX = "roomgate_roomauthz"
+"""Prefix of every roomauthz metric (like roomgate_auth, roomgate_escalation)."""
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.decisions = Counter(
-            "roomauthz_decisions",
+            f"{METRICS_PREFIX}_decisions",
             "Authorisation decisions by action and reason",
             ["action", "reason"],
             registry=registry,
         )
         self.latency = Histogram(
-            "roomauthz_decision_seconds",
+            f"{METRICS_PREFIX}_decision_seconds",
             "Time to decide one Authorize / AuthorizeMany call (ACL reads included)",
             ["method"],
             registry=registry,
