@@ -39,8 +39,7 @@ def dev_env(dev_dir: Path) -> dict[str, str]:
 async def test_console_script_accepts_a_token_of_roomgate_token(
     redis_url: str, tmp_path: Path
 ) -> None:
-    """`roomgate-auth` with the dev secrets accepts a `roomgate token` token and exits 0 on
-    SIGTERM without logging the token."""
+    """`roomgate-auth` with the dev secrets accepts a `roomgate token` token, exits 0 on TERM."""
     dev_dir = tmp_path / "dev"
     token = await asyncio.to_thread(
         roomgate, "token", "--kind", "user", "--id", "42", "--group", "3", dev_dir=dev_dir
