@@ -50,6 +50,7 @@ FREE_FORM: dict[str, dict[str, Any]] = {
     "ingress.annotations": STRING_MAP,
     "ingress.tls": OBJECT_LIST,
     "httpRoute.annotations": STRING_MAP,
+    "httpRoute.parentRefs": OBJECT_LIST,
     "networkPolicy.gatewayFrom": OBJECT_LIST,
     "networkPolicy.metricsFrom": OBJECT_LIST,
     "networkPolicy.dnsTo": OBJECT_LIST,
