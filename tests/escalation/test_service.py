@@ -405,7 +405,10 @@ async def test_metrics_are_exported(make_replica, stub_for, redis) -> None:
     def sample(name: str, **labels: str) -> float | None:
         return replica.registry.get_sample_value(name, labels)
 
-    assert sample("roomgate_escalation_escalations_fired_total", severity="high") == 1
+    async def fired() -> bool:
+        return sample("roomgate_escalation_escalations_fired_total", severity="high") == 1
+
+    await wait_for(fired)
     assert sample("roomgate_escalation_timer_lag_seconds_count") == 1
 
     async def gauge() -> bool:

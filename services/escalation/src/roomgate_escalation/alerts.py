@@ -77,7 +77,7 @@ class AlertService:
 
     async def trigger(
         self,
-        data: dict[str, Any],
+        data: object,
         *,
         source: str,
         by: str,

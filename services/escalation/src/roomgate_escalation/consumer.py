@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -97,7 +97,7 @@ class BusConsumer:
                         count=READ_COUNT,
                         block=BLOCK_MS,
                     )
-                for _stream, entries in res or []:
+                for _stream, entries in cast(list[Any], res or []):
                     for entry_id, fields in entries:
                         await self.handle(entry_id, fields)
             except BusUnavailable:
@@ -170,7 +170,7 @@ class BusConsumer:
         ):
             try:
                 _record, outcome = await self.alerts.trigger(
-                    envelope.get("data"),
+                    envelope.get("data"),  # parse_alert refuses anything but an object
                     source="bus",
                     by=sender[:128],
                     default_id=default_id,

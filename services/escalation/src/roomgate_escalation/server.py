@@ -90,7 +90,7 @@ def alert_to_pb(record: AlertRecord, *, timeline: bool = False) -> pb.Alert:
 
 
 @asynccontextmanager
-async def _status(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+async def _status(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
     try:
         yield
     except InvalidAlert as exc:
@@ -107,7 +107,7 @@ async def _status(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         await context.abort(grpc.StatusCode.UNAVAILABLE, "redis unavailable")
 
 
-def _peer_name(context: grpc.aio.ServicerContext) -> str:
+def _peer_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-roomgate-caller" and isinstance(value, str):
             return value[:128]
@@ -119,7 +119,7 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
         self.alerts = alerts
 
     async def Trigger(
-        self, request: pb.TriggerRequest, context: grpc.aio.ServicerContext
+        self, request: pb.TriggerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TriggerResponse:
         async with _status(context):
             data: dict[str, Any] = {
@@ -150,7 +150,7 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
         raise AssertionError("unreachable")
 
     async def Acknowledge(
-        self, request: pb.AcknowledgeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AcknowledgeResponse:
         async with _status(context):
             record, changed = await self.alerts.acknowledge(request.alert_id, request.by)
@@ -158,7 +158,7 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
         raise AssertionError("unreachable")
 
     async def Resolve(
-        self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolveResponse:
         async with _status(context):
             record, changed = await self.alerts.resolve(request.alert_id, request.by)
@@ -166,7 +166,7 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
         raise AssertionError("unreachable")
 
     async def Get(
-        self, request: pb.GetRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetResponse:
         async with _status(context):
             record = await self.alerts.get(request.alert_id)
@@ -174,7 +174,7 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
         raise AssertionError("unreachable")
 
     async def ListActive(
-        self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListActiveResponse:
         async with _status(context):
             states = []

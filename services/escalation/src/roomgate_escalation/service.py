@@ -80,7 +80,7 @@ class EscalationReplica:
         self.grpc = GrpcServer(
             settings.escalation_listen,
             service_names=[SERVICE_NAME],
-            register=lambda server: pb_grpc.add_EscalationServiceServicer_to_server(
+            register=lambda server: pb_grpc.add_EscalationServiceServicer_to_server(  # type: ignore[no-untyped-call]
                 servicer, server
             ),
             registry=self.registry,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 from roomgate_common import keys
@@ -205,7 +205,7 @@ return {'changed', st, '0'}
 RESOLVE = (
     _NOW
     + """
--- KEYS: alert, timeline, due, counts, active, dedup (or alert)
+-- KEYS: alert, timeline, due, counts, active, dedup (or alert), claims
 -- ARGV: id, by, entry_body, timeline_max, retention_s
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {'missing'} end
@@ -225,6 +225,7 @@ redis.call('EXPIRE', KEYS[2], ARGV[5])
 if KEYS[6] ~= KEYS[1] and redis.call('GET', KEYS[6]) == ARGV[1] then
   redis.call('DEL', KEYS[6])
 end
+redis.call('HDEL', KEYS[7], ARGV[1])
 return {'changed', st, '0'}
 """
 )
@@ -479,9 +480,12 @@ class EscalationStore:
         start = f"{after_offset + 1}-0"
         stream = keys.room_history(room)
         async with translate_errors("history scan"):
-            first = await self.redis.xrange(stream, count=1)
+            first = cast(list[Any], await self.redis.xrange(stream, count=1))
             while True:
-                page = await self.redis.xrange(stream, min=start, count=200)
+                page = cast(
+                    list[tuple[bytes, dict[bytes, bytes]]],
+                    await self.redis.xrange(stream, min=start, count=200),
+                )
                 for _entry_id, fields in page:
                     if fields.get(b"m", b"").startswith(needle):
                         return True
@@ -522,6 +526,7 @@ class EscalationStore:
                     keys.ESC_COUNTS,
                     keys.ESC_ACTIVE,
                     keys.esc_dedup(dedup) if dedup else alert_key,
+                    keys.ESC_CLAIMS,
                 ],
                 args=[alert_id, by, _body(by=by), self.timeline_max, self.retention_s],
             )
@@ -554,8 +559,11 @@ class EscalationStore:
     async def active_range(self, min_score: int, offset: int, count: int) -> list[tuple[str, int]]:
         """Active alert ids with their creation ms, oldest first, from ``min_score``."""
         async with translate_errors("list active"):
-            res = await self.redis.zrangebyscore(
-                keys.ESC_ACTIVE, min_score, "+inf", start=offset, num=count, withscores=True
+            res = cast(
+                list[tuple[bytes, float]],
+                await self.redis.zrangebyscore(
+                    keys.ESC_ACTIVE, min_score, "+inf", start=offset, num=count, withscores=True
+                ),
             )
         return [(_s(member), int(score)) for member, score in res]
 

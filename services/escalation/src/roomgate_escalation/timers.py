@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -120,7 +121,7 @@ class TimerLoop:
             for claimed in batch.claimed:
                 task = asyncio.create_task(self._fire(claimed))
                 self._inflight[claimed.token] = (claimed, task)
-                task.add_done_callback(lambda _t, tok=claimed.token: self._inflight.pop(tok, None))
+                task.add_done_callback(functools.partial(self._forget, claimed.token))
             if len(batch.claimed) == min(free, self.batch):
                 await asyncio.sleep(0)
                 continue
@@ -128,6 +129,9 @@ class TimerLoop:
             if batch.next_due_ms >= 0:
                 delay = min(delay, max(batch.next_due_ms - batch.now_ms, 1) / 1000)
             await self._sleep(delay)
+
+    def _forget(self, token: str, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(token, None)
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
