@@ -417,3 +417,65 @@ async def test_metrics_are_exported(make_replica, stub_for, redis) -> None:
     await wait_for(gauge, timeout=10)
     assert sample("roomgate_escalation_alerts", state="triggered") == 1
     assert sample("roomgate_escalation_grpc_requests_total", method="Trigger", code="OK") == 2
+
+
+async def test_health_and_reflection(make_replica) -> None:
+    """The stock health service says SERVING for the escalation service; reflection lists it."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    replica = await make_replica()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        res = await health.Check(
+            health_pb2.HealthCheckRequest(service="roomgate.escalation.v1.EscalationService")
+        )
+        assert res.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo()
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        await call.done_writing()
+        names = set()
+        async for answer in call:
+            names |= {s.name for s in answer.list_services_response.service}
+        assert "roomgate.escalation.v1.EscalationService" in names
+
+
+async def test_redis_down_is_unavailable(own_redis, stub_for) -> None:
+    """With Redis gone every call is UNAVAILABLE (and the replica keeps running)."""
+    from roomgate_escalation.policy import PolicyConfig
+    from roomgate_escalation.service import EscalationReplica
+    from roomgate_escalation.settings import EscalationSettings
+
+    settings = EscalationSettings.from_env(
+        redis_url=own_redis.url,
+        escalation_listen="127.0.0.1:0",
+        escalation_poll_interval=0.05,
+        shutdown_grace=1.0,
+    )
+    replica = EscalationReplica(settings, config=PolicyConfig())
+    await replica.start()
+    try:
+        stub = stub_for(replica.port)
+        await stub.Trigger(pb.TriggerRequest(alert_id="u1", severity="info", title="t"))
+        await asyncio.to_thread(own_redis.stop)
+        for call in (
+            stub.Trigger(pb.TriggerRequest(alert_id="u2", severity="info", title="t")),
+            stub.Get(pb.GetRequest(alert_id="u1")),
+            stub.Acknowledge(pb.AcknowledgeRequest(alert_id="u1", by="1")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as exc:
+                await call
+            assert exc.value.code() == grpc.StatusCode.UNAVAILABLE
+        await asyncio.to_thread(own_redis.start)
+        got = await wait_for(lambda: _get_or_none(stub, "u1"), timeout=20, interval=0.2)
+        assert got.alert.alert_id == "u1"
+    finally:
+        await replica.stop()
+
+
+async def _get_or_none(stub, alert_id: str):
+    try:
+        return await stub.Get(pb.GetRequest(alert_id=alert_id))
+    except grpc.aio.AioRpcError:
+        return None

@@ -97,9 +97,6 @@ class Level:
     at: float
     targets: tuple[str, ...]
 
-    def rooms(self) -> tuple[str, ...]:
-        return self.targets
-
 
 Plan = tuple[Level, ...]
 
