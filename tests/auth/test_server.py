@@ -279,9 +279,19 @@ async def test_api_keys_are_for_agents_only(auth: Running) -> None:
     assert (unknown.code(), unknown.details()) == (grpc.StatusCode.UNAUTHENTICATED, "unknown_key")
 
 
+async def wait_for_status(service: Running, name: str, status: int) -> None:
+    health = health_pb2_grpc.HealthStub(service.channel)
+    request = health_pb2.HealthCheckRequest(service=name)
+    for _ in range(100):
+        if (await health.Check(request)).status == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"health of {name!r} never became {status}")
+
+
 async def test_redis_down_is_unavailable(own_redis: RedisProcess, keys: Keys) -> None:
     """When Redis is unreachable, Authenticate and the revocations answer UNAVAILABLE."""
-    async with running(settings_for(own_redis.url, keys)) as service:
+    async with running(settings_for(own_redis.url, keys, redis_check_interval=0)) as service:
         token = hs256(claims())
         assert (await service.authenticate(token)).id == "42"
         own_redis.stop()
@@ -299,6 +309,22 @@ async def test_redis_down_is_unavailable(own_redis: RedisProcess, keys: Keys) ->
         # A forged token is still refused without Redis.
         forged = await rejection(service.authenticate("garbage"))
         assert forged.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_health_follows_redis(own_redis: RedisProcess, keys: Keys) -> None:
+    """AuthService health is NOT_SERVING while Redis is down, SERVING when back; "" stays up."""
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    async with running(settings_for(own_redis.url, keys, redis_check_interval=0.1)) as service:
+        await wait_for_status(service, SERVICE_NAME, serving)
+        own_redis.stop()
+        await wait_for_status(service, SERVICE_NAME, not_serving)
+        await wait_for_status(service, "", serving)
+        own_redis.start()
+        await wait_for_status(service, SERVICE_NAME, serving)
+        assert (await service.authenticate(hs256(claims()))).id == "42"
 
 
 async def test_health_serving_then_not_serving_on_graceful_stop(redis_url: str, keys: Keys) -> None:

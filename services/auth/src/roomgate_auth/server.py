@@ -10,19 +10,22 @@ No token or API key ever appears in a log line or a status message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
+from grpc_health.v1 import health_pb2
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate_common.errors import BusUnavailable
 from roomgate_common.grpcserver import GrpcServer, is_admin
 from roomgate_common.metrics import MetricsServer
-from roomgate_common.redis_adapter import Redis, connect
+from roomgate_common.redis_adapter import Redis, connect, translate_errors
 
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
 from roomgate_auth.settings import AuthSettings
@@ -102,6 +105,11 @@ class AuthMetrics:
             "Time to verify a token and check its revocation",
             registry=registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+        )
+        self.redis_up = Gauge(
+            f"{METRICS_PREFIX}_redis_up",
+            "1 while the last Redis health ping succeeded",
+            registry=registry,
         )
         self.issued = Counter(
             f"{METRICS_PREFIX}_tokens_issued",
@@ -308,6 +316,7 @@ class AuthServer:
         self._metrics_server = MetricsServer(self.registry, settings.metrics_listen)
         self._redis: Redis | None = None
         self._grpc: GrpcServer | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self.port = 0
         self.metrics_port = 0
 
@@ -337,6 +346,11 @@ class AuthServer:
         if self.settings.metrics_listen:  # empty: no endpoint (in-process tests)
             self.metrics_port = self._metrics_server.start()
         self.port = await self._grpc.start()
+        self.metrics.redis_up.set(1)
+        if self.settings.redis_check_interval > 0:
+            self._watcher = asyncio.create_task(
+                self._watch_redis(self._redis, self.settings.redis_check_interval)
+            )
         log.info(
             "auth service ready",
             extra={
@@ -348,8 +362,36 @@ class AuthServer:
         )
         return self.port
 
+    async def _watch_redis(self, redis: Redis, interval: float) -> None:
+        """Report the AuthService NOT_SERVING while Redis does not answer, SERVING again once
+        it does. The overall status ("") is left alone: liveness is not Redis's business."""
+        up = True
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with translate_errors("health ping"):
+                    await asyncio.wait_for(redis.ping(), timeout=max(1.0, 2 * interval))
+                now_up = True
+            except (BusUnavailable, TimeoutError):
+                now_up = False
+            if now_up != up:
+                up = now_up
+                self.metrics.redis_up.set(int(up))
+                status = (
+                    health_pb2.HealthCheckResponse.SERVING
+                    if up
+                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                await self.grpc.health.set(SERVICE_NAME, status)
+                log.warning("redis %s", "reachable again" if up else "unreachable: not serving")
+
     async def stop(self) -> None:
         """Health NOT_SERVING, drain in-flight calls within the grace, close resources."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         if self._grpc is not None:
             await self._grpc.stop(self.settings.shutdown_grace)
         if self._redis is not None:
