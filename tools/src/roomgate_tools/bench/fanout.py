@@ -35,10 +35,12 @@ from roomgate_tools.bench._fanout import procstat
 from roomgate_tools.bench._fanout._serve import raise_nofile_limit
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger
 from roomgate_tools.bench._fanout.loadgen import Fleet
-from roomgate_tools.bench._fanout.targets import TARGETS, EventPublisher, Target
+from roomgate_tools.bench._fanout.profile import Profile, Sampler, find_py_spy, summarize
+from roomgate_tools.bench._fanout.targets import TARGETS, EventPublisher, GatewayTarget, Target
 from roomgate_tools.procs import RedisProcess
 
 ORDER = ("gateway", "starlette", "socketio")
+WARMUP_CLIENTS = 10
 KIB = 1024
 
 # The targets of issue 3 on a 2-core machine.
@@ -74,6 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=100,
         help="connections opened at once (default 100)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each server with py-spy during the saturation phase and print where "
+        "its CPU went (needs py-spy: pip install py-spy); keeps the work directory",
+    )
+    parser.add_argument(
+        "--baseline-ws",
+        default="auto",
+        choices=["auto", "websockets", "websockets-sansio", "wsproto"],
+        help="uvicorn WebSocket implementation of the two baselines (default auto, i.e. "
+        "uvicorn's default; the gateway uses websockets-sansio)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the work directory with the server logs"
@@ -89,6 +104,8 @@ class Options:
     connect_concurrency: int = 100
     drain_timeout: float = 10.0
     saturation: bool = True
+    profile: bool = False
+    baseline_ws: str = "auto"
 
 
 @dataclass
@@ -125,7 +142,12 @@ class TargetResult:
     rate: PhaseResult | None = None
     saturation: PhaseResult | None = None
     dropped: int = 0
-    errors: list[str] = field(default_factory=list)
+    connect_retries: int = 0
+    subscribe_retries: int = 0
+    server_errors: dict[str, int] = field(default_factory=dict)  # error frames, by text
+    profile: Profile | None = None
+    profile_file: str = ""
+    errors: list[str] = field(default_factory=list)  # what stopped the measurement
 
 
 def _log(text: str) -> None:
@@ -143,6 +165,20 @@ async def _wait_delivered(ledger: DeliveryLedger, total: int, within: float) -> 
         return False
     finally:
         ledger.notify_at(-1, None)
+
+
+async def _quiesce(pid: int, limit: float = 30.0) -> float:
+    """Wait (at most ``limit`` s) until the server works off what an earlier phase left it:
+    it used under 5% of a CPU over half a second. Returns the seconds waited."""
+    started = time.perf_counter()
+    before = procstat.tree_cpu_seconds(pid)
+    while time.perf_counter() - started < limit:
+        await asyncio.sleep(0.5)
+        now = procstat.tree_cpu_seconds(pid)
+        if now - before < 0.025:
+            break
+        before = now
+    return time.perf_counter() - started
 
 
 class _Meter:
@@ -229,22 +265,44 @@ async def _saturation_phase(
     return _phase(ledger, published, meter.read(), stalled)
 
 
+def _sampler(name: str, pid: int, options: Options, workdir: Path) -> Sampler | None:
+    if not options.profile:
+        return None
+    py_spy = find_py_spy()
+    if py_spy is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    return Sampler(py_spy, pid, options.duration, workdir / f"{name}-saturation.pyspy.txt")
+
+
 async def measure_target(
     target: Target, options: Options, redis_url: str, workdir: Path
 ) -> TargetResult:
     """Start ``target``, measure it and stop it."""
     result = TargetResult(target.name, target.description, options.clients)
     fleet: Fleet | None = None
+    warmup: Fleet | None = None
     publisher: EventPublisher | None = None
     try:
         _log(f"[{target.name}] starting the server")
         await asyncio.to_thread(target.start, workdir, redis_url, options.clients)
         pid = target.pid
-        await asyncio.sleep(0.5)
+        wire = target.wire()
+        publisher = await target.publisher(redis_url)
+        # Warm-up clients make the server do every one-time thing (its first connection,
+        # gRPC channels, the room's Redis subscription, code paths) before the memory
+        # baseline; they stay connected until the baseline is read, then leave.
+        warmup = Fleet(
+            wire, DeliveryLedger(WARMUP_CLIENTS), target.host, target.port, first=options.clients
+        )
+        await warmup.connect(WARMUP_CLIENTS)
+        await warmup.subscribe()
+        for _ in range(3):
+            await publisher.publish(-1)
+        await asyncio.sleep(1.0)
         result.rss_before = procstat.tree_rss_bytes(pid)
 
         ledger = DeliveryLedger(options.clients)
-        fleet = Fleet(target.wire(), ledger, target.host, target.port)
+        fleet = Fleet(wire, ledger, target.host, target.port)
         _log(f"[{target.name}] connecting {options.clients} clients")
         result.connect_s = await fleet.connect(
             options.clients, concurrency=options.connect_concurrency
@@ -255,8 +313,7 @@ async def measure_target(
         await asyncio.sleep(1.0)  # let the server settle before reading its memory
         result.rss_idle = procstat.tree_rss_bytes(pid)
         result.rss_per_conn = (result.rss_idle - result.rss_before) / options.clients
-
-        publisher = await target.publisher(redis_url)
+        await warmup.close()
         # The load generator must cost less than the server: no collector pauses while
         # measuring (everything allocated so far is frozen out of the collector's sight).
         gc.collect()
@@ -268,14 +325,25 @@ async def measure_target(
             await publisher.publish(seq)
             seq += 1
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+        await _quiesce(pid)
 
         _log(f"[{target.name}] rate phase: {options.rate:g} events/s for {options.duration:g}s")
         result.rate = await _rate_phase(fleet, publisher, pid, seq, options)
         seq += result.rate.published
         if options.saturation:
+            waited = await _quiesce(pid)
             _log(f"[{target.name}] saturation phase for {options.duration:g}s")
+            if waited > 1:
+                _log(f"[{target.name}]   (waited {waited:.1f}s for the server to go idle first)")
+            sampler = _sampler(target.name, pid, options, workdir)
             result.saturation = await _saturation_phase(fleet, publisher, pid, seq, options)
+            if sampler is not None:
+                problem = await asyncio.to_thread(sampler.stop)
+                if problem:
+                    result.errors.append(f"py-spy: {problem}")
+                else:
+                    result.profile_file = str(sampler.output)
+                    result.profile = summarize(sampler.output.read_text())
         if not target.running:
             result.errors.append(f"the server exited:\n{target.log_tail()}")
     except Exception as exc:
@@ -287,9 +355,13 @@ async def measure_target(
     finally:
         gc.enable()
         gc.unfreeze()
+        if warmup is not None:
+            await warmup.close()
         if fleet is not None:
             result.dropped = fleet.dropped
-            result.errors.extend(fleet.errors)
+            result.connect_retries = fleet.connect_retries
+            result.subscribe_retries = fleet.subscribe_retries
+            result.server_errors = dict(fleet.errors)
             await fleet.close()
         if publisher is not None:
             await publisher.close()
@@ -310,7 +382,7 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def _phase_lines(name: str, phase: PhaseResult | None) -> list[str]:
+def _phase_lines(name: str, phase: PhaseResult | None, drain: float) -> list[str]:
     if phase is None:
         return [f"  {name}: not measured"]
     lines = [
@@ -318,13 +390,26 @@ def _phase_lines(name: str, phase: PhaseResult | None) -> list[str]:
         f"{phase.delivered:,} delivered, {phase.lost:,} lost, "
         f"{phase.duplicates} duplicate/reordered, "
         f"{phase.clients_complete} clients got every event"
-        + (" (STALLED: not all delivered in time)" if phase.stalled else ""),
+        + (
+            f" (STALLED: lost = not received {drain:g}s after the last publish)"
+            if phase.stalled
+            else ""
+        ),
         f"    {_num(phase.deliveries_per_s)} deliveries/s over {phase.seconds:.2f}s; "
         f"server {phase.server_cpu_s:.2f} CPU-s -> {_num(phase.deliveries_per_cpu_s)} "
         f"deliveries per server CPU-second; load generator {phase.client_cpu_s:.2f} CPU-s",
         f"    publish->receive latency p50 {_num(phase.p50_ms, 1)} ms, "
         f"p99 {_num(phase.p99_ms, 1)} ms, max {_num(phase.max_ms, 1)} ms",
     ]
+    return lines
+
+
+def _profile_lines(profile: Profile, path: str) -> list[str]:
+    lines = [f"  profile of the saturation phase ({profile.samples} py-spy samples, {path}):"]
+    lines.append("    self (the function itself):")
+    lines += [f"      {share:6.1%}  {name}" for name, share in profile.self_share]
+    lines.append("    inclusive (with what it called):")
+    lines += [f"      {share:6.1%}  {name}" for name, share in profile.inclusive_share]
     return lines
 
 
@@ -377,7 +462,8 @@ def comparisons(results: dict[str, TargetResult]) -> list[dict[str, Any]]:
 def render(results: dict[str, TargetResult], options: Options, load: str) -> str:
     lines = [
         f"fan-out: {options.clients} clients in one room, rate phase {options.rate:g} events/s, "
-        f"{options.duration:g}s per phase, saturation window {options.window}",
+        f"{options.duration:g}s per phase, saturation window {options.window}, "
+        f"baselines on uvicorn ws={options.baseline_ws}",
         f"load average before the run: {load}",
     ]
     for result in results.values():
@@ -392,10 +478,19 @@ def render(results: dict[str, TargetResult], options: Options, load: str) -> str
             f"{result.rss_idle / KIB / KIB:.1f} MiB with {result.connected} idle connections "
             f"= {result.rss_per_conn / KIB:.1f} KiB per connection"
         )
-        lines += _phase_lines("rate", result.rate)
-        lines += _phase_lines("saturation", result.saturation)
+        lines += _phase_lines("rate", result.rate, options.drain_timeout)
+        lines += _phase_lines("saturation", result.saturation, options.drain_timeout)
         if result.dropped:
             lines.append(f"  {result.dropped} connections dropped by the server")
+        if result.connect_retries or result.subscribe_retries:
+            lines.append(
+                f"  retried: {result.connect_retries} connects, "
+                f"{result.subscribe_retries} subscribes"
+            )
+        for text, count in result.server_errors.items():
+            lines.append(f"  {count} x {text}")
+        if result.profile is not None:
+            lines += _profile_lines(result.profile, result.profile_file)
         for error in result.errors:
             lines.append("  ERROR " + error.replace("\n", "\n    "))
     checks = comparisons(results)
@@ -425,6 +520,8 @@ async def measure(names: list[str], options: Options, workdir: Path) -> dict[str
     try:
         for name in names:
             target = TARGETS[name]()
+            if not isinstance(target, GatewayTarget):
+                target.ws = options.baseline_ws
             try:
                 results[name] = await measure_target(target, options, redis.url, workdir)
             finally:
@@ -444,6 +541,8 @@ def run(args: argparse.Namespace) -> int:
         duration=args.duration,
         window=args.window,
         connect_concurrency=args.connect_concurrency,
+        profile=args.profile,
+        baseline_ws=args.baseline_ws,
     )
     names = [n for n in ORDER if n in (args.only or ORDER)]
     load = _load()
@@ -464,7 +563,7 @@ def run(args: argparse.Namespace) -> int:
             print(render(results, options, load))
             print(f"load average after the run: {_load()}")
     finally:
-        if args.keep_logs or failed:
+        if args.keep_logs or args.profile or failed:
             _log(f"logs kept in {workdir}")
         else:
             with contextlib.suppress(OSError):

@@ -22,10 +22,13 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--channel", required=True, help="Redis pub/sub channel to relay")
+    parser.add_argument(
+        "--ws", default="auto", help="uvicorn's WebSocket implementation (default: auto)"
+    )
     return parser.parse_args()
 
 
-def serve(app: Any, port: int) -> None:
+def serve(app: Any, port: int, ws: str = "auto") -> None:
     """uvicorn as the benchmark runs every server: one process, uvloop, httptools."""
     raise_nofile_limit()
     uvicorn.run(
@@ -34,7 +37,7 @@ def serve(app: Any, port: int) -> None:
         port=port,
         loop="uvloop",
         http="httptools",
-        ws="auto",
+        ws=ws,
         lifespan="on",
         log_level="warning",
         access_log=False,

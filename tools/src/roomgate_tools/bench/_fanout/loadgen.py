@@ -21,6 +21,9 @@ from roomgate_tools.bench._fanout.wire import Decoded, Events, Kind
 _TEXT = WSMsgType.TEXT
 _CONTINUATION = WSMsgType.CONTINUATION
 _CACHE_LIMIT = 50_000
+_RETRY_DELAY = 0.25  # seconds before a refused connection or subscription is tried again
+_CONNECT_TRIES = 10
+_WELCOME_WAIT = 15.0  # seconds from TCP connect to the welcome
 
 
 class Wire(Protocol):
@@ -91,15 +94,20 @@ class _Client(WSListener):  # type: ignore[misc]
 class Fleet:
     """``clients`` WebSocket clients of one server, counted into one ledger."""
 
-    def __init__(self, wire: Wire, ledger: DeliveryLedger, host: str, port: int) -> None:
+    def __init__(
+        self, wire: Wire, ledger: DeliveryLedger, host: str, port: int, *, first: int = 0
+    ) -> None:
         self.wire = wire
+        self.first = first  # client i of this fleet is client ``first + i`` of the wire
         self.ledger = ledger
         self.host = host
         self.port = port
         self.cache: dict[bytes, Events] = {}
         self.clients: list[_Client] = []
-        self.errors: list[str] = []
+        self.errors: dict[str, int] = {}  # error frames received, by code and message
         self.dropped = 0  # connections the server closed while we measured
+        self.connect_retries = 0
+        self.subscribe_retries = 0
         self._closing = False
 
     # -- hot path helpers ------------------------------------------------------------------
@@ -120,8 +128,14 @@ class Fleet:
         elif kind is Kind.SUBSCRIBED:
             if not client.subscribed.done():
                 client.subscribed.set_result(None)
+        elif kind is Kind.RETRY:
+            self._error(decoded.detail)
+            self.subscribe_retries += 1
+            frame = self.wire.subscribe_frame()
+            if frame is not None and not client.subscribed.done():
+                asyncio.get_running_loop().call_later(_RETRY_DELAY, client.send, frame)
         elif kind is Kind.ERROR:
-            self._error(f"client {client.index}: {decoded.detail}")
+            self._error(decoded.detail)
             for future in (client.welcomed, client.subscribed):
                 if not future.done():
                     future.set_exception(FleetError(decoded.detail))
@@ -132,14 +146,15 @@ class Fleet:
     def on_disconnected(self, client: _Client) -> None:
         if self._closing:
             return
-        self.dropped += 1
+        welcomed = client.welcomed
+        if welcomed.done() and not welcomed.cancelled() and welcomed.exception() is None:
+            self.dropped += 1  # a connection we measure, closed by the server
         for future in (client.welcomed, client.subscribed):
             if not future.done():
                 future.set_exception(FleetError("disconnected by the server"))
 
     def _error(self, text: str) -> None:
-        if len(self.errors) < 20:
-            self.errors.append(text)
+        self.errors[text] = self.errors.get(text, 0) + 1
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -148,22 +163,33 @@ class Fleet:
         gate = asyncio.Semaphore(concurrency)
         base = f"ws://{self.host}:{self.port}"
 
-        async def one(index: int) -> None:
-            async with gate:
-                try:
-                    _transport, client = await ws_connect(
-                        lambda: _Client(index, self),
-                        base + self.wire.path(index),
-                        websocket_handshake_timeout=within,
-                    )
-                except Exception as exc:
-                    raise FleetError(f"client {index} could not connect: {exc!r}") from exc
-                self.clients.append(client)
-                await client.welcomed
+        async def one(index: int) -> _Client:
+            for attempt in range(1, _CONNECT_TRIES + 1):
+                async with gate:
+                    transport: WSTransport | None = None
+                    try:
+                        transport, client = await ws_connect(
+                            lambda: _Client(index, self),
+                            base + self.wire.path(self.first + index),
+                            websocket_handshake_timeout=_WELCOME_WAIT,
+                        )
+                        await asyncio.wait_for(client.welcomed, _WELCOME_WAIT)
+                        return client
+                    except Exception as exc:
+                        if transport is not None:
+                            transport.disconnect(graceful=False)
+                        if attempt == _CONNECT_TRIES:
+                            raise FleetError(f"client {index} could not connect: {exc!r}") from exc
+                        self._error(f"connect failed, retried: {exc!r}")
+                        self.connect_retries += 1
+                await asyncio.sleep(_RETRY_DELAY * attempt)
+            raise AssertionError("unreachable")
 
         started = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), within)
-        return time.perf_counter() - started
+        clients = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), within)
+        elapsed = time.perf_counter() - started
+        self.clients = list(clients)
+        return elapsed
 
     async def subscribe(self, *, within: float = 60.0) -> float:
         """Subscribe every client; returns the seconds until the last is subscribed."""

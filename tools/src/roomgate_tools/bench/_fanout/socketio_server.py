@@ -33,7 +33,7 @@ def build_app(redis_url: str, channel: str) -> Any:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    serve(build_app(args.redis_url, args.channel), args.port)
+    serve(build_app(args.redis_url, args.channel), args.port, args.ws)
 
 
 if __name__ == "__main__":

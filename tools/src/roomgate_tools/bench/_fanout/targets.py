@@ -89,11 +89,12 @@ class _Target:
 class _BaselineTarget(_Target):
     module = ""
     channel = ""
+    ws = "auto"  # uvicorn's WebSocket implementation (fanout --baseline-ws)
 
     def start(self, workdir: Path, redis_url: str, clients: int) -> None:
         self.port = free_port()
         argv = [sys.executable, "-m", self.module, "--port", str(self.port)]
-        argv += ["--redis-url", redis_url, "--channel", self.channel]
+        argv += ["--redis-url", redis_url, "--channel", self.channel, "--ws", self.ws]
         self.server = self._spawn(argv, workdir / f"{self.name}.log")
         try:
             wait_for_port(self.port, timeout=20)
@@ -160,7 +161,8 @@ class GatewayTarget(_Target):
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
     def start(self, workdir: Path, redis_url: str, clients: int) -> None:
-        self.tokens = [self._mint(user) for user in range(1, clients + 1)]
+        # One user per client, and a few more for the warm-up clients.
+        self.tokens = [self._mint(user) for user in range(1, clients + 100)]
         common = {
             "ROOMGATE_REDIS_URL": redis_url,
             "ROOMGATE_METRICS_LISTEN": "127.0.0.1:0",

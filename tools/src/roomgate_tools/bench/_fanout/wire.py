@@ -31,6 +31,7 @@ class Kind(Enum):
     SUBSCRIBED = "subscribed"
     OPEN = "open"  # Socket.IO: the Engine.IO open packet; the client answers `reply`
     PING = "ping"  # Socket.IO: an Engine.IO ping; the client answers `reply`
+    RETRY = "retry"  # the subscription failed for now: send it again later
     ERROR = "error"
     OTHER = "other"
 
@@ -64,6 +65,8 @@ class RoomgateWire:
     name = "roomgate"
     welcome_on_connect = False
     room = "system"
+    # Errors the protocol says to retry (a peer of the gateway is briefly unavailable).
+    retry_codes = frozenset({"unavailable"})
 
     def __init__(self, tokens: list[str]) -> None:
         self.tokens = tokens
@@ -93,9 +96,17 @@ class RoomgateWire:
         if type_ == "welcome":
             return Decoded(Kind.WELCOME)
         if type_ == "subscribed":
-            return Decoded(Kind.SUBSCRIBED)
+            # Personal rooms (user-N, session-N) are confirmed too: only ours counts.
+            if message.get("room") == self.room:
+                return Decoded(Kind.SUBSCRIBED)
+            return Decoded(Kind.OTHER, detail="subscribed elsewhere")
         if type_ == "error":
-            return Decoded(Kind.ERROR, detail=payload[:300].decode(errors="replace"))
+            data = message.get("data")
+            data = data if isinstance(data, dict) else {}
+            detail = f"{data.get('code')}: {data.get('message')}"
+            if data.get("code") in self.retry_codes:
+                return Decoded(Kind.RETRY, detail=detail)
+            return Decoded(Kind.ERROR, detail=detail)
         event = _event_of(message.get("data"))
         if event is not None:
             return Decoded(Kind.EVENTS, (event,))
