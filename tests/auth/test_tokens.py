@@ -15,9 +15,12 @@ from typing import Any
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
 from roomgate_auth.tokens import (
+    MAX_ID_DIGITS,
     SESSION_ID_BOUND,
     KeyRing,
     Principal,
@@ -369,3 +372,11 @@ def test_reasons_match_the_proto_comment() -> None:
     listed = re.search(r"docs/authorization\.md\):\s*(.*?)\.(\s|$)", header)
     assert listed is not None
     assert {w.strip() for w in listed.group(1).split(",")} == {r.value for r in Reason}
+
+
+@given(st.text(max_size=24) | st.integers(min_value=-5, max_value=10**19).map(str))
+def test_canonical_id_is_its_own_decimal_rendering(value: str) -> None:
+    """A canonical id is exactly str(n) for some 1 <= n < 10**18, for any text at all."""
+    expected = value.isascii() and value.isdigit() and str(int(value)) == value
+    expected = expected and 1 <= int(value) < 10**MAX_ID_DIGITS
+    assert is_canonical_id(value) is expected
