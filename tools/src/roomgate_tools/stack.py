@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -40,6 +41,10 @@ AFFINITY_MAX_AGE = 172800  # ingress.affinity.cookieMaxAgeSeconds
 WEBSOCKET_TIMEOUT = 3600  # ingress.websocketTimeoutSeconds (proxy-read/send-timeout)
 STATS_PATH = "/haproxy?stats"
 DEFAULT_GATEWAY_IDS = ("gw-1", "gw-2")
+# HAProxy's httplog with method and path only (%HM %HP): the query string holds the token.
+HAPROXY_LOG_FORMAT = (
+    "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %tsc %ac/%fc/%bc/%sc/%rc %HM %HP"
+)
 
 
 class StackError(RuntimeError):
@@ -233,9 +238,13 @@ global
 defaults
     mode http
     log global
-    option httplog
+    # httplog without the query string: it carries the client's token (?token=).
+    log-format "{HAPROXY_LOG_FORMAT}"
     option dontlognull
     option forwardfor
+    # A client whose cookie names a gateway that is gone goes to another one (new cookie).
+    option redispatch
+    retries 2
     timeout connect 5s
     timeout http-request 10s
     timeout client 60s
@@ -283,6 +292,17 @@ def _console_script(name: str) -> str | None:
     if candidate.exists():
         return str(candidate)
     return shutil.which(name)
+
+
+def _wait_or_kill(process: ManagedProcess, timeout: float) -> int | None:
+    proc = process.proc
+    if proc is None:
+        return None
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
 
 
 def _rotate(path: Path) -> None:
@@ -551,15 +571,18 @@ class LocalStack:
         return None
 
     def stop(self) -> dict[str, int | None]:
-        """Stop in reverse layer order (each layer at once: SIGTERM, wait, SIGKILL late);
-        returns every exit code. Idempotent."""
+        """Stop in reverse layer order (each layer at once: one SIGTERM, wait, SIGKILL when
+        late); returns every exit code. Idempotent.
+
+        Exactly one SIGTERM: a second one makes a draining gateway close every client at
+        once instead of in waves."""
         self.stopped = True
         codes: dict[str, int | None] = {}
         for layer in reversed(self.layers):
             for c in layer:
                 c.process.signal(signal.SIGTERM)
             for c in layer:
-                codes[c.name] = c.process.stop(c.stop_timeout)
+                codes[c.name] = _wait_or_kill(c.process, c.stop_timeout)
         return codes
 
     def kill(self) -> None:

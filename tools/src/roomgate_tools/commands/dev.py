@@ -178,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
             code = dead.process.proc.returncode if dead.process.proc else None
             print(
                 f"\nroomgate dev: {dead.name} exited unexpectedly ({code}); last lines of "
-                f"{_show(dead.log_path)}:\n{log_tail(dead.log_path, 40)}\n"
+                f"{_show(dead.log_path)}:\n{_render_tail(dead.log_path)}\n"
                 "roomgate dev: stopping the rest",
                 file=sys.stderr,
                 flush=True,
@@ -285,6 +285,10 @@ class _LogTail:
             self.offsets[path] = self.offsets.get(path, 0) + len(complete)
             for raw in complete.decode("utf-8", "replace").splitlines():
                 print(f"{c.name:<{self.width}} | {_render(raw)}", flush=True)
+
+
+def _render_tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(_render(line) for line in log_tail(path, lines).splitlines())
 
 
 def _render(line: str) -> str:
