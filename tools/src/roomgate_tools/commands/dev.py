@@ -202,7 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _show(path: Path) -> str:
     """``path`` relative to the working directory when it is under it."""
     try:
-        return str(path.resolve().relative_to(Path.cwd()))
+        return str(path.absolute().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
 
