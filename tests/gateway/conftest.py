@@ -158,10 +158,25 @@ async def start_gateway(
     return server, port, app
 
 
+def _describe(task: asyncio.Task[Any]) -> str:
+    """The task and the chain of awaits it is suspended in."""
+    chain = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(chain) < 20:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return f"{task.get_name()}: {' -> '.join(chain)}"
+
+
 async def stop_gateway(server: uvicorn.Server) -> None:
     server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(server._task, 10)  # type: ignore[attr-defined]
+    try:
+        await asyncio.wait_for(asyncio.shield(server._task), 20)  # type: ignore[attr-defined]
+    except TimeoutError:
+        stuck = [_describe(t) for t in asyncio.all_tasks() if "cython" not in repr(t.get_coro())]
+        raise AssertionError("gateway did not stop:\n" + "\n".join(stuck)) from None
 
 
 def gateway_settings(
@@ -177,6 +192,7 @@ def gateway_settings(
         "presence_interval": 0.5,
         "drain_seconds": 0.2,
         "drain_waves": 2,
+        "shutdown_grace": 2.0,
     }
     values.update(overrides)
     return GatewaySettings.from_env(**values)

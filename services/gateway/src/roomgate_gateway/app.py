@@ -6,103 +6,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from roomgate_common.envelope import make_envelope
-from roomgate_common.errors import BusUnavailable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
+from roomgate_gateway import redaction
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.metrics import GatewayMetrics
-from roomgate_gateway.protocol import EVENT_TYPES, RoomName, Str128
+from roomgate_gateway.publishing import (
+    PublishError,
+    authorize_publisher,
+    check_type,
+    publish_decoder,
+    publish_event,
+)
 from roomgate_gateway.settings import GatewaySettings
-
-
-class PublishMetadata(msgspec.Struct, omit_defaults=True):
-    correlation_id: Str128 | None = None
-    priority: Literal["high", "normal", "low"] = "normal"
-    ttl: Annotated[int, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
-
-
-class PublishBody(msgspec.Struct):
-    room: RoomName
-    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-    data: dict[str, Any] = msgspec.field(default_factory=dict)
-    metadata: PublishMetadata = msgspec.field(default_factory=PublishMetadata)
-    requiresAck: bool = False
-
-
-_publish_decoder = msgspec.json.Decoder(PublishBody)
-
-
-class PublishError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-async def authorize_publisher(gw: Gateway, token: str, room: str, type_: str) -> Principal:
-    """The service principal behind ``token``, allowed to publish ``type_`` into ``room``."""
-    if not token:
-        raise PublishError(401, "unauthorized", "missing bearer token")
-    try:
-        principal = await gw.authenticate(token)
-    except AuthRejected as exc:
-        raise PublishError(401, "unauthorized", exc.reason) from None
-    except PeerUnavailable:
-        raise PublishError(503, "unavailable", "auth unavailable") from None
-    if (
-        KIND_NAMES.get(principal.kind) != "service"
-        or gw.settings.publish_permission not in principal.permissions
-    ):
-        raise PublishError(
-            403, "permission_denied", "a service token with the publish permission is required"
-        )
-    try:
-        decision = await gw.authz.authorize(principal, room, "publish", type_)
-    except PeerUnavailable:
-        raise PublishError(503, "unavailable", "roomauthz unavailable") from None
-    if not decision.allowed:
-        raise PublishError(403, "permission_denied", decision.reason)
-    return principal
-
-
-async def publish_event(
-    gw: Gateway, principal: Principal, body: PublishBody, sender: str | None = None
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"priority": body.metadata.priority}
-    if body.metadata.ttl:
-        metadata["ttl"] = body.metadata.ttl
-    if body.metadata.correlation_id:
-        metadata["correlation_id"] = body.metadata.correlation_id
-    if body.requiresAck:
-        metadata["requiresAck"] = True
-    from roomgate_common.telemetry import inject_trace
-
-    inject_trace(metadata)
-    envelope = make_envelope(
-        body.type, sender=sender or principal.id, room=body.room, data=body.data, metadata=metadata
-    )
-    try:
-        published = await gw.publisher.publish_envelope(envelope)
-    except BusUnavailable:
-        raise PublishError(503, "unavailable", "bus unavailable; message not accepted") from None
-    return {
-        "id": published.id,
-        "room": published.room,
-        "offset": published.offset,
-        "epoch": published.epoch,
-    }
 
 
 class _RawASGI:
@@ -122,14 +49,23 @@ def create_app(
     metrics: GatewayMetrics | None = None,
     tracer: Tracer | None = None,
 ) -> Starlette:
+    redaction.install()
     gateway = Gateway(settings, metrics=metrics, tracer=tracer)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        grpc_server = None
+        if settings.grpc_listen:
+            from roomgate_gateway.grpc_publish import publish_server
+
+            grpc_server = publish_server(gateway, settings.grpc_listen, gateway.metrics.registry)
+            app.state.grpc_port = await grpc_server.start()
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(1.0)
             await gateway.stop()
 
     async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
@@ -161,11 +97,10 @@ def create_app(
                     413, "message_too_big", f"body exceeds {gateway.limits.max_message_bytes} bytes"
                 )
             try:
-                body = _publish_decoder.decode(raw)
+                body = publish_decoder.decode(raw)
             except msgspec.MsgspecError as exc:
                 raise PublishError(400, "invalid_message", str(exc)[:200]) from None
-            if body.type not in EVENT_TYPES:
-                raise PublishError(400, "unknown_type", "unknown event type")
+            check_type(body.type)
             principal = await authorize_publisher(gateway, token, body.room, body.type)
             result = await publish_event(gateway, principal, body)
         except PublishError as exc:

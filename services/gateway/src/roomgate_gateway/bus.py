@@ -46,6 +46,7 @@ class RoomBus:
         self._channel_room: dict[bytes, str] = {}
         self._members: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.connected = asyncio.Event()
 
     @property
@@ -62,10 +63,10 @@ class RoomBus:
         self._task = asyncio.create_task(self._read(), name="bus-reader")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=2.0)
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self._pubsub.aclose()
         await self._redis.aclose()
@@ -97,7 +98,7 @@ class RoomBus:
 
     async def _read(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             try:
                 message = await self._pubsub.get_message(timeout=None)
                 if message is None:

@@ -150,7 +150,12 @@ class Connection:
             self.gw.metrics.drops.labels(f"queue_full_{dropped.priority}").inc()
 
     def _frame_of(self, item: Outgoing) -> str:
-        if self.compress and len(item.frame) >= self.gw.settings.compression_threshold:
+        # Room events (they carry an offset) are compressed; the gateway's own replies never.
+        if (
+            self.compress
+            and item.offset
+            and len(item.frame) >= self.gw.settings.compression_threshold
+        ):
             if item.compressed is None:
                 packed = base64.b64encode(zlib.compress(item.frame.encode(), 6)).decode()
                 item.compressed = '{"type":"compressed","data":"' + packed + '"}'

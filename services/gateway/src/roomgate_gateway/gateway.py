@@ -102,6 +102,7 @@ class Gateway:
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
         self._pending_by_ip: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.redis: Redis
         self.publisher: Publisher
         self.auth: AuthClient
@@ -145,11 +146,12 @@ class Gateway:
         log.info("gateway started", extra={"gateway": s.gateway_id})
 
     async def stop(self) -> None:
+        # redis-py may turn a cancellation inside a command into a connection error, which
+        # the loops survive by design: they also watch this flag, and the wait is bounded.
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait(self._tasks, timeout=2.0)
         with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
             await self.redis.delete(keys.gateway_presence(self.settings.gateway_id))
             await self.redis.zrem(keys.GATEWAYS, self.settings.gateway_id)
@@ -627,7 +629,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ presence & sweeping
     async def _presence_loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
                 await self._report_presence()
                 await self._forget_dead_gateways()
@@ -663,7 +665,7 @@ class Gateway:
             log.info("forgot the connection counts of dead gateway %s", gateway_id)
 
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(min(1.0, self.limits.heartbeat_interval / 4))
             deadline = time.monotonic() - self.limits.heartbeat_timeout
             for conn in [c for c in self.connections if c.last_seen < deadline]:

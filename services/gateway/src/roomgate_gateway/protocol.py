@@ -174,15 +174,10 @@ def parse_message(raw: bytes | str, *, nested: bool = False) -> ClientMessage:
     """One JSON message -> its typed form. ``nested`` forbids batch/compressed (inside a batch)."""
     try:
         head = _head_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        code = (
-            ErrorCode.INVALID_MESSAGE
-            if "Expected `object`" in str(exc)
-            else ErrorCode.MALFORMED_JSON
-        )
-        raise ProtocolError(code, _short(exc)) from None
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: catch it first
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, _short(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, _short(exc)) from None
     ref_id = head.id if isinstance(head.id, str) and len(head.id) <= 128 else None
     if head.type is None:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "missing `type`", ref_id)

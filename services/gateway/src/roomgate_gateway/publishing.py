@@ -1,0 +1,96 @@
+"""The backend publishing API, shared by ``POST /api/v1/publish`` and the gRPC
+``PublishService``: authenticate the service token, authorise the publish with roomauthz,
+hand the envelope to the bus. Errors carry an HTTP status and a machine-readable code."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from roomgate_common.envelope import make_envelope
+from roomgate_common.errors import BusUnavailable
+from roomgate_common.telemetry import inject_trace
+
+from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
+from roomgate_gateway.gateway import Gateway
+from roomgate_gateway.protocol import EVENT_TYPES, RoomName, Str128
+
+
+class PublishMetadata(msgspec.Struct, omit_defaults=True):
+    correlation_id: Str128 | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
+    ttl: Annotated[int, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
+
+
+class PublishBody(msgspec.Struct):
+    room: RoomName
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    metadata: PublishMetadata = msgspec.field(default_factory=PublishMetadata)
+    requiresAck: bool = False
+
+
+publish_decoder = msgspec.json.Decoder(PublishBody)
+
+
+class PublishError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+async def authorize_publisher(gw: Gateway, token: str, room: str, type_: str) -> Principal:
+    """The service principal behind ``token``, allowed to publish ``type_`` into ``room``."""
+    if not token:
+        raise PublishError(401, "unauthorized", "missing bearer token")
+    try:
+        principal = await gw.authenticate(token)
+    except AuthRejected as exc:
+        raise PublishError(401, "unauthorized", exc.reason) from None
+    except PeerUnavailable:
+        raise PublishError(503, "unavailable", "auth unavailable") from None
+    if (
+        KIND_NAMES.get(principal.kind) != "service"
+        or gw.settings.publish_permission not in principal.permissions
+    ):
+        raise PublishError(
+            403, "permission_denied", "a service token with the publish permission is required"
+        )
+    try:
+        decision = await gw.authz.authorize(principal, room, "publish", type_)
+    except PeerUnavailable:
+        raise PublishError(503, "unavailable", "roomauthz unavailable") from None
+    if not decision.allowed:
+        raise PublishError(403, "permission_denied", decision.reason)
+    return principal
+
+
+async def publish_event(
+    gw: Gateway, principal: Principal, body: PublishBody, sender: str | None = None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"priority": body.metadata.priority}
+    if body.metadata.ttl:
+        metadata["ttl"] = body.metadata.ttl
+    if body.metadata.correlation_id:
+        metadata["correlation_id"] = body.metadata.correlation_id
+    if body.requiresAck:
+        metadata["requiresAck"] = True
+    inject_trace(metadata)
+    envelope = make_envelope(
+        body.type, sender=sender or principal.id, room=body.room, data=body.data, metadata=metadata
+    )
+    try:
+        published = await gw.publisher.publish_envelope(envelope)
+    except BusUnavailable:
+        raise PublishError(503, "unavailable", "bus unavailable; message not accepted") from None
+    return {
+        "id": published.id,
+        "room": published.room,
+        "offset": published.offset,
+        "epoch": published.epoch,
+    }
+
+
+def check_type(type_: str) -> None:
+    if type_ not in EVENT_TYPES:
+        raise PublishError(400, "unknown_type", "unknown event type")
