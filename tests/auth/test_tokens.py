@@ -1,7 +1,5 @@
 """The pure token policy, tested with values: every rejection reason, rotation, minting."""
 
-# ruff: noqa: E501  (the table of forged tokens reads best one case per line)
-
 from __future__ import annotations
 
 import hashlib
