@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import os
 import shutil
@@ -173,6 +174,10 @@ def http_text(url: str, timeout: float = 1.0) -> str | None:
             return str(response.read().decode("utf-8", "replace"))
     except (OSError, ValueError):
         return None
+
+
+def _http_ok(url: str) -> bool:
+    return http_status(url) == 200
 
 
 def grpc_serving(address: str, timeout: float = 1.0) -> bool:
@@ -467,7 +472,7 @@ class LocalStack:
             component = self._service(
                 gid,
                 "roomgate-gateway",
-                lambda url=url: http_status(f"{url}/readyz") == 200,
+                functools.partial(_http_ok, f"{url}/readyz"),
                 url,
                 **env,
             )
@@ -529,8 +534,8 @@ class LocalStack:
                 elif (exited or late) and c.optional:
                     what = "exited while starting" if exited else "not ready in time"
                     say(f"{c.name} {what}; going on without it:\n{log_tail(c.log_path)}")
-                    self._drop(c)
                     waiting.remove(c)
+                    waiting += [r for r in self._drop(c) if r not in waiting]
                 elif exited:
                     code = c.process.proc.returncode if c.process.proc else None
                     raise StackError(
@@ -546,19 +551,24 @@ class LocalStack:
             if waiting:
                 time.sleep(0.1)
 
-    def _drop(self, component: Component) -> None:
-        """Forget an optional component that did not come up (escalation)."""
+    def _drop(self, component: Component) -> list[Component]:
+        """Forget an optional component that did not come up (escalation); returns the
+        components restarted without it (to be waited for again)."""
         component.process.stop(2)
         for layer in self.layers:
             if component in layer:
                 layer.remove(component)
+        restarted = []
         if component.name == "escalation":
             self.escalation_enabled = False
             for gw in self.layers[-1]:
                 gw.process.env.pop("ROOMGATE_ESCALATION_ADDR", None)
-                if gw.process.running:  # already started with the address: restart it
-                    gw.process.stop(5)
+                if gw.process.proc is not None:  # started with the address: restart it
+                    gw.process.signal(signal.SIGTERM)
+                    _wait_or_kill(gw.process, gw.stop_timeout)
                     gw.process.start()
+                    restarted.append(gw)
+        return restarted
 
     # ------------------------------------------------------------------------- run
     def dead(self) -> Component | None:
