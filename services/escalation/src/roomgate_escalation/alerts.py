@@ -133,7 +133,7 @@ class AlertService:
             break
         else:
             raise EscalationError("dedup key contention, try again")
-        record = await self.store.get(result.alert_id, timeline=False)
+        record = result.record or await self.store.get(result.alert_id, timeline=False)
         if record is None:  # resolved and expired within the call: vanishingly rare
             raise AlertNotFound(result.alert_id)
         created = result.outcome == "created"

@@ -63,6 +63,7 @@ class BusConsumer:
         self.reclaim_interval = reclaim_interval
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
 
     async def start(self) -> None:
         await self.alerts.store.ensure_group(self.stream, self.group)
@@ -75,6 +76,8 @@ class BusConsumer:
         if self._task is None:
             return
         try:
+            if not self._busy:  # blocked in XREADGROUP: nothing to finish
+                raise TimeoutError
             await asyncio.wait_for(asyncio.shield(self._task), grace)
         except TimeoutError:
             self._task.cancel()
@@ -144,10 +147,14 @@ class BusConsumer:
 
     async def handle(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        outcome = await self._apply(entry, fields)
-        self.metrics.bus_entries.labels(outcome).inc()
-        async with translate_errors("ack"):
-            await self.redis.xack(self.stream, self.group, entry)
+        self._busy = True
+        try:
+            outcome = await self._apply(entry, fields)
+            self.metrics.bus_entries.labels(outcome).inc()
+            async with translate_errors("ack"):
+                await self.redis.xack(self.stream, self.group, entry)
+        finally:
+            self._busy = False
 
     async def _apply(self, entry: str, fields: dict[bytes, bytes]) -> str:
         try:

@@ -57,7 +57,7 @@ if state then
   redis.call('RPUSH', KEYS[2], entry('retriggered', ARGV[10]))
   redis.call('LTRIM', KEYS[2], -max, -1)
   if has_seen then redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[12]) end
-  return {'updated', ARGV[1]}
+  return {'updated', ARGV[1], redis.call('HGETALL', KEYS[1])}
 end
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {'full', ''} end
 redis.call('DEL', KEYS[2])
@@ -74,7 +74,7 @@ if tonumber(ARGV[7]) >= 0 then
 end
 if has_dedup then redis.call('SET', KEYS[3], ARGV[1]) end
 if has_seen then redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[12]) end
-return {'created', ARGV[1]}
+return {'created', ARGV[1], redis.call('HGETALL', KEYS[1])}
 """
 )
 
@@ -246,6 +246,7 @@ def _body(**fields: Any) -> str:
 class TriggerResult:
     outcome: str  # created, updated, seen, resolved, full, retry
     alert_id: str
+    record: AlertRecord | None = None  # the alert after the change (created, updated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +372,11 @@ class EscalationStore:
                     expected_dedup,
                 ],
             )
-        return TriggerResult(outcome=_s(res[0]), alert_id=_s(res[1]))
+        record = None
+        if len(res) > 2:
+            flat = [_s(x) for x in res[2]]
+            record = AlertRecord(fields=dict(zip(flat[::2], flat[1::2], strict=True)))
+        return TriggerResult(outcome=_s(res[0]), alert_id=_s(res[1]), record=record)
 
     # --- timers ---------------------------------------------------------------------------
 
