@@ -220,6 +220,7 @@ async def test_draining_gateway_hands_its_clients_to_the_other(stack: LocalStack
             await recv_until(ws, lambda m: False)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
         assert await asyncio.to_thread(gateway.process.proc.wait, 20) in (0, -15)
+        assert stack.dead() is gateway  # what `roomgate dev` watches for
 
         ws2, moved, set_cookie = await open_client(stack, f"{AFFINITY_COOKIE}={leaving}")
         await ws2.close()
