@@ -506,10 +506,10 @@ class LocalStack:
                 f"ports already in use: {names} (another `roomgate dev`? "
                 "use --base-port N or --free-ports)"
             )
-        self._build()
         say = progress or (lambda _msg: None)
         deadline = time.monotonic() + timeout
         try:
+            self._build()
             redis = self.layers[0][0]
             redis.process.start()
             self._wait([redis], deadline, say)
@@ -517,6 +517,9 @@ class LocalStack:
             for c in rest:
                 c.process.start()
             self._wait(rest, deadline, say)
+        except ProcessError as exc:  # a missing binary, redis-server not listening
+            self.stop()
+            raise StackError(str(exc)) from None
         except BaseException:
             self.stop()
             raise
