@@ -106,7 +106,9 @@ class TimerLoop:
             free = self.concurrency - len(self._inflight)
             if free <= 0:
                 tasks = [task for _, task in self._inflight.values()]
-                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    tasks, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                )
                 continue
             try:
                 batch = await self.store.claim(self.owner, self.lease_ms, min(free, self.batch))
@@ -116,6 +118,10 @@ class TimerLoop:
                         self.metrics.alerts.labels(state).set(count)
             except BusUnavailable:
                 log.warning("redis unavailable, timers paused")
+                await self._sleep(self.poll_interval)
+                continue
+            except Exception:
+                log.exception("timer loop error")
                 await self._sleep(self.poll_interval)
                 continue
             for claimed in batch.claimed:
