@@ -340,6 +340,10 @@ class Connection:
             await self.close(CloseCode.CONNECTION_LIMIT)
             return False
         self.sm.to(State.OPEN)
+        if gw.draining:  # SIGTERM arrived while this client authenticated
+            gw.metrics.connects.labels("draining").inc()
+            await self._reconnect_hint_and_close()
+            return False
         gw.metrics.connects.labels("ok").inc()
         self._arm_expiry(principal.expires_at)
         limits = gw.limits

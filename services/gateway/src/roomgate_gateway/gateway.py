@@ -161,7 +161,7 @@ class Gateway:
         await self.redis.aclose()
 
     async def ready(self) -> dict[str, bool]:
-        checks = {"draining": not self.draining, "redis": self.bus.connected.is_set()}
+        checks = {"not_draining": not self.draining, "redis": self.bus.connected.is_set()}
         try:
             checks["redis"] = checks["redis"] and bool(await self.redis.ping())
         except CONNECTION_ERRORS:
@@ -420,7 +420,7 @@ class Gateway:
             return True  # fail open: the limit protects Redis and peers, not correctness
         if count <= limit:
             return True
-        if count > 2 * limit:
+        if count >= 2 * limit:
             await conn.close(CloseCode.RATE_LIMITED)
             return False
         conn.error(
