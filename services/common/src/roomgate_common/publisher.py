@@ -22,7 +22,7 @@ from roomgate_common.envelope import Envelope, Priority, encode, make_envelope
 from roomgate_common.redis_adapter import Redis, translate_errors
 from roomgate_common.telemetry import inject_trace
 
-tracer = trace.get_tracer("roomgate.publisher")
+_tracer = trace.get_tracer("roomgate.publisher")
 
 DEFAULT_HISTORY_MAXLEN = 1000
 
@@ -56,8 +56,14 @@ def split_bus_message(raw: bytes) -> tuple[int, str, bytes]:
 
 class Publisher:
     def __init__(
-        self, redis: Redis, *, sender: str, history_maxlen: int = DEFAULT_HISTORY_MAXLEN
+        self,
+        redis: Redis,
+        *,
+        sender: str,
+        history_maxlen: int = DEFAULT_HISTORY_MAXLEN,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        self._tracer = tracer or _tracer
         self._redis = redis
         self._sender = sender
         self._history_maxlen = history_maxlen
@@ -84,7 +90,7 @@ class Publisher:
             metadata["correlation_id"] = correlation_id
         if requires_ack:
             metadata["requiresAck"] = True
-        with tracer.start_as_current_span("publish", attributes={"roomgate.room": room}):
+        with self._tracer.start_as_current_span("publish", attributes={"roomgate.room": room}):
             inject_trace(metadata)
             envelope = make_envelope(
                 type_, sender=sender or self._sender, room=room, data=data, metadata=metadata

@@ -112,7 +112,7 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.redis = connect(s.redis_url, name="roomgate-gateway")
-        self.publisher = Publisher(self.redis, sender="gateway")
+        self.publisher = Publisher(self.redis, sender="gateway", tracer=self.tracer)
         self._connect_script = self.redis.register_script(CONNECT_SCRIPT)
         self._disconnect_script = self.redis.register_script(DISCONNECT_SCRIPT)
         self._forget_script = self.redis.register_script(FORGET_SCRIPT)

@@ -1,0 +1,97 @@
+"""Recovery on subscribe: `since {offset, epoch}` replays the room's history after the offset,
+then continues live with no gap and no duplicate, even while messages are being published."""
+
+from __future__ import annotations
+
+import asyncio
+
+from roomgate_common.publisher import Publisher
+from roomgate_common.redis_adapter import connect
+
+from tests.gateway.conftest import Stack, recv, recv_until, send
+from tests.gateway.test_fanout import flatten
+
+
+async def offsets_of(ws: object, count: int, room: str = "system") -> list[int]:
+    got: list[int] = []
+    while len(got) < count:
+        for msg in flatten(await recv(ws)):  # type: ignore[arg-type]
+            if msg.get("room") == room and msg["type"] == "metrics_update":
+                got.append(int(msg["metadata"]["offset"]))  # type: ignore[index]
+    return got
+
+
+async def test_replay_after_offset_then_live(stack: Stack) -> None:
+    """Missed messages come back in order with recovered=true, then live ones follow."""
+    sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(5)]
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "system", "since": {"offset": 2, "epoch": sent[0].epoch}}})
+    ok = await recv(ws)
+    assert ok["type"] == "subscribed"
+    assert ok["data"]["recovered"] is True
+    assert ok["data"]["replayed"] == 3
+    replayed = [await recv(ws) for _ in range(3)]
+    assert [m["id"] for m in replayed] == [s.id for s in sent[2:]]
+    live = await stack.publish("system", "metrics_update", {"n": 5})
+    assert (await recv(ws))["metadata"]["offset"] == live.offset == 6
+
+
+async def test_epoch_change_means_not_recovered(stack: Stack) -> None:
+    """An unknown epoch (history lost) answers recovered=false so the client reloads state."""
+    await stack.publish("system", "metrics_update", {})
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "system", "since": {"offset": 1, "epoch": "not-this-one"}}})
+    ok = await recv(ws)
+    assert ok["data"]["recovered"] is False
+
+
+async def test_gap_beyond_history_is_reported_with_the_count_missed(stack: Stack) -> None:
+    """When the gap fell out of the bounded history: recovered=false and how many were missed."""
+    redis = connect(stack.redis_url)
+    publisher = Publisher(redis, sender="t", history_maxlen=10)
+    sent = [await publisher.publish("tasks", "metrics_update", {"n": i}) for i in range(300)]
+    await redis.aclose()
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "tasks", "since": {"offset": 5, "epoch": sent[0].epoch}}})
+    ok = await recv(ws)
+    assert ok["data"]["recovered"] is False
+    assert ok["data"]["missed"] == 295
+
+
+async def test_switch_from_replay_to_live_is_race_free(stack: Stack) -> None:
+    """Publishing continuously while a client recovers: offsets arrive consecutive, no gap, no duplicate."""
+    first = await stack.publish("system", "metrics_update", {"n": 0})
+    stop = asyncio.Event()
+
+    async def publish_forever() -> int:
+        redis = connect(stack.redis_url)
+        publisher = Publisher(redis, sender="t")
+        count = 1
+        while not stop.is_set():
+            await publisher.publish("system", "metrics_update", {"n": count})
+            count += 1
+            await asyncio.sleep(0.002)  # stay well inside the 1000-entry history
+        await redis.aclose()
+        return count
+
+    producer = asyncio.create_task(publish_forever())
+    await asyncio.sleep(0.2)
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "system", "since": {"offset": first.offset, "epoch": first.epoch}}})
+    ok = await recv_until(ws, lambda m: m["type"] == "subscribed")
+    assert ok["data"]["recovered"] is True
+    await asyncio.sleep(0.3)
+    stop.set()
+    total = await producer
+    offsets = await offsets_of(ws, total - 1)
+    assert offsets == list(range(first.offset + 1, first.offset + total))
+
+
+async def test_offsets_let_a_live_client_detect_gaps(stack: Stack) -> None:
+    """Live messages carry consecutive offsets per room (a jump means a gap)."""
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "system"}})
+    await recv(ws)
+    for i in range(10):
+        await stack.publish("system", "metrics_update", {"n": i})
+    assert await offsets_of(ws, 10) == list(range(1, 11))
