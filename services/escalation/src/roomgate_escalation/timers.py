@@ -153,6 +153,23 @@ class TimerLoop:
         except Exception:
             log.exception("firing failed", extra={"alert_id": claimed.alert_id})
 
+    async def _publish_once(
+        self,
+        room: str,
+        offsets: dict[str, int],
+        recovering: bool,
+        envelope_id: str,
+        data: dict[str, object],
+    ) -> None:
+        """Publish into one room; when taking over, only if its history lacks the envelope."""
+        if recovering and room in offsets:
+            found = await self.store.history_contains(room, offsets[room], envelope_id)
+            if found:
+                self.metrics.recoveries.labels("skipped").inc()
+                return
+            self.metrics.recoveries.labels("ambiguous" if found is None else "published").inc()
+        await self.events.publish(room, "alert_escalated", envelope_id, data)
+
     async def _fire_level(self, claimed: Claimed) -> None:
         alert_id, token = claimed.alert_id, claimed.token
         start = await self.store.begin_fire(alert_id, token, self.margin_ms)
@@ -194,16 +211,12 @@ class TimerLoop:
             context=context,
             attributes={"roomgate.alert_id": alert_id, "roomgate.level": level + 1},
         ):
-            for room in rooms:
-                if recovering and room in offsets:
-                    found = await self.store.history_contains(room, offsets[room], envelope_id)
-                    if found:
-                        self.metrics.recoveries.labels("skipped").inc()
-                        continue
-                    self.metrics.recoveries.labels(
-                        "ambiguous" if found is None else "published"
-                    ).inc()
-                await self.events.publish(room, "alert_escalated", envelope_id, data)
+            await asyncio.gather(
+                *(
+                    self._publish_once(room, offsets, recovering, envelope_id, data)
+                    for room in rooms
+                )
+            )
         if self.chaos_phase == "after_publish":
             await asyncio.sleep(self.chaos_pause)
         next_due = due_ms(start.created_ms, plan, level + 1)

@@ -55,6 +55,7 @@ async def _listen(
     ready: asyncio.Event,
     seen: dict[tuple[str, int], int],
     lags: list[tuple[float, float]],
+    window: list[float],
 ) -> None:
     client = aioredis.Redis.from_url(url)
     pubsub = client.pubsub()
@@ -75,6 +76,8 @@ async def _listen(
             seen[key] = seen.get(key, 0) + 1
             due = _ms(data["due_at"])
             lags.append((_ms(data["escalated_at"]) - due, received - due))
+            window[0] = min(window[0], due)
+            window[1] = max(window[1], received)
     finally:
         await pubsub.aclose()
         await client.aclose()
@@ -122,7 +125,8 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
         seen: dict[tuple[str, int], int] = {}
         lags: list[tuple[float, float]] = []
         ready = asyncio.Event()
-        listener = asyncio.create_task(_listen(redis_proc.url, ready, seen, lags))
+        window = [float("inf"), 0.0]  # first due time, last escalation received (ms)
+        listener = asyncio.create_task(_listen(redis_proc.url, ready, seen, lags, window))
         await ready.wait()
 
         rng = random.Random(5)
@@ -178,6 +182,11 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
                 "timer lag (claim - due, ms): "
                 f"p50 {_pct(fire, 0.5):.1f}  p99 {_pct(fire, 0.99):.1f}  "
                 f"max {max(fire):.1f}  mean {statistics.fmean(fire):.1f}"
+            )
+            span_s = max(window[1] - window[0], 1.0) / 1000
+            print(
+                f"escalations fired: {len(lags)} in {span_s:.1f}s from the first due time: "
+                f"{len(lags) / span_s:,.0f}/s"
             )
             print(
                 "delivery lag (received on the room channel - due, ms): "
