@@ -33,7 +33,11 @@ async def test_sigterm_drains_in_waves(redis_url: str, tmp_path: Path) -> None:
             "ROOMGATE_SHUTDOWN_GRACE": "3",
             "ROOMGATE_MAX_CONNECTIONS_PER_IP": "100",
         }
-        proc = ManagedProcess([str(Path(sys.executable).parent / "roomgate-gateway")], log_path=tmp_path / "gw.log", env=env)
+        proc = ManagedProcess(
+            [str(Path(sys.executable).parent / "roomgate-gateway")],
+            log_path=tmp_path / "gw.log",
+            env=env,
+        )
         proc.start()
         try:
             wait_for_port(port, timeout=20)
@@ -45,7 +49,10 @@ async def test_sigterm_drains_in_waves(redis_url: str, tmp_path: Path) -> None:
                 assert (await recv(ws))["type"] == "welcome"
                 clients.append(ws)
             await send(clients[0], {"type": "ping"})
-            async def watch(ws: websockets.ClientConnection) -> tuple[dict[str, object] | None, float, int | None]:
+
+            async def watch(
+                ws: websockets.ClientConnection,
+            ) -> tuple[dict[str, object] | None, float, int | None]:
                 hint = None
                 try:
                     while True:

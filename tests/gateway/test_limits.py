@@ -46,7 +46,10 @@ async def test_connections_per_user(stack: Stack) -> None:
     """A user may hold max_connections_per_user connections; another user is unaffected."""
     await stack.connect(stack.token("42"))
     await stack.connect(stack.token("42"))
-    assert (await refused(stack, f"{stack.url}?token={stack.token('42')}")) == ("connection_limit", 4029)
+    assert (await refused(stack, f"{stack.url}?token={stack.token('42')}")) == (
+        "connection_limit",
+        4029,
+    )
     await stack.connect(stack.token("43"))
 
 
@@ -99,14 +102,18 @@ async def test_rooms_per_gateway(stack: Stack) -> None:
     assert (await recv(ws))["type"] == "subscribed"
     other = await stack.connect(stack.token("43", perms=("view_system", "view_tasks")))
     await send(other, {"type": "subscribe", "data": {"room": "system"}})
-    assert (await recv_until(other, lambda m: m["type"] in ("subscribed", "error")))["type"] == "subscribed"
+    assert (await recv_until(other, lambda m: m["type"] in ("subscribed", "error")))[
+        "type"
+    ] == "subscribed"
     await send(other, {"type": "subscribe", "data": {"room": "tasks"}})
     assert (await recv(other))["data"]["code"] == "gateway_room_limit"
 
 
 async def set_policy(redis_url: str, generation: int, limits: dict[str, object]) -> None:
     redis = connect(redis_url)
-    await redis.hset(keys.LIVE_POLICY, mapping={"generation": generation, "limits": json.dumps(limits)})
+    await redis.hset(
+        keys.LIVE_POLICY, mapping={"generation": generation, "limits": json.dumps(limits)}
+    )
     await redis.publish(keys.POLICY_CHANGED_CHANNEL, str(generation))
     await redis.aclose()
 
@@ -115,13 +122,18 @@ async def test_live_policy_applies_without_restart(stack: Stack) -> None:
     """A new policy in Redis changes the limits of the running gateway; live connections stay."""
     first = await stack.connect(stack.token("1"))
     await stack.connect(stack.token("2"))
-    await set_policy(stack.redis_url, 4, {"maxConnectionsPerIp": 2, "maxSubscriptionsPerConnection": 2})
+    await set_policy(
+        stack.redis_url, 4, {"maxConnectionsPerIp": 2, "maxSubscriptionsPerConnection": 2}
+    )
     for _ in range(100):
         if stack.gateway.limits.generation == 4:
             break
         await asyncio.sleep(0.02)
     assert stack.gateway.limits.max_connections_per_ip == 2
-    assert (await refused(stack, f"{stack.url}?token={stack.token('3')}")) == ("connection_limit", 4029)
+    assert (await refused(stack, f"{stack.url}?token={stack.token('3')}")) == (
+        "connection_limit",
+        4029,
+    )
     await send(first, {"type": "subscribe", "data": {"room": "system"}})
     assert (await recv(first))["data"]["code"] == "too_many_subscriptions"
     redis = connect(stack.redis_url)
@@ -143,7 +155,10 @@ async def test_gateway_that_starts_later_reads_the_policy(redis_url: str) -> Non
         assert stack.gateway.limits.generation == 9
         assert stack.gateway.limits.max_connections_per_user == 1
         await stack.connect(stack.token("42"))
-        assert (await refused(stack, f"{stack.url}?token={stack.token('42')}")) == ("connection_limit", 4029)
+        assert (await refused(stack, f"{stack.url}?token={stack.token('42')}")) == (
+            "connection_limit",
+            4029,
+        )
 
 
 async def test_counts_of_a_dead_gateway_are_forgotten(stack: Stack) -> None:

@@ -26,13 +26,17 @@ from tests.gateway.conftest import (
 
 
 @contextlib.asynccontextmanager
-async def traced_stack(redis_url: str) -> AsyncIterator[tuple[Stack, TracerProvider, InMemorySpanExporter]]:
+async def traced_stack(
+    redis_url: str,
+) -> AsyncIterator[tuple[Stack, TracerProvider, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with services(redis_url) as (auth, authz):
         settings = gateway_settings(redis_url, auth.port, authz.port)
-        server, port, app = await start_gateway(settings, tracer=provider.get_tracer("roomgate.gateway"))
+        server, port, app = await start_gateway(
+            settings, tracer=provider.get_tracer("roomgate.gateway")
+        )
         stack = Stack(redis_url, auth, authz, settings, server, port, app)
         try:
             yield stack, provider, exporter
@@ -74,10 +78,22 @@ async def test_client_publish_continues_the_clients_trace(redis_url: str) -> Non
         agent = await stack.connect(stack.token("7", kind="agent", perms=()))
         await recv_until(watcher, lambda m: m["type"] == "agent_connected")
         client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
-        await send(agent, {"type": "agent_status", "room": "agents", "data": {"s": 1}, "metadata": {"traceparent": f"00-{client_trace}-00f067aa0ba902b7-01"}})
+        await send(
+            agent,
+            {
+                "type": "agent_status",
+                "room": "agents",
+                "data": {"s": 1},
+                "metadata": {"traceparent": f"00-{client_trace}-00f067aa0ba902b7-01"},
+            },
+        )
         got = await recv_until(watcher, lambda m: m["type"] == "agent_status")
         assert got["metadata"]["traceparent"].split("-")[1] == client_trace
-        names = {s.name for s in exporter.get_finished_spans() if f"{s.context.trace_id:032x}" == client_trace}
+        names = {
+            s.name
+            for s in exporter.get_finished_spans()
+            if f"{s.context.trace_id:032x}" == client_trace
+        }
         assert {"client_publish", "deliver"} <= names
 
 

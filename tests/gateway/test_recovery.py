@@ -25,7 +25,13 @@ async def test_replay_after_offset_then_live(stack: Stack) -> None:
     """Missed messages come back in order with recovered=true, then live ones follow."""
     sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(5)]
     ws = await stack.connect()
-    await send(ws, {"type": "subscribe", "data": {"room": "system", "since": {"offset": 2, "epoch": sent[0].epoch}}})
+    await send(
+        ws,
+        {
+            "type": "subscribe",
+            "data": {"room": "system", "since": {"offset": 2, "epoch": sent[0].epoch}},
+        },
+    )
     ok = await recv(ws)
     assert ok["type"] == "subscribed"
     assert ok["data"]["recovered"] is True
@@ -40,7 +46,13 @@ async def test_epoch_change_means_not_recovered(stack: Stack) -> None:
     """An unknown epoch (history lost) answers recovered=false so the client reloads state."""
     await stack.publish("system", "metrics_update", {})
     ws = await stack.connect()
-    await send(ws, {"type": "subscribe", "data": {"room": "system", "since": {"offset": 1, "epoch": "not-this-one"}}})
+    await send(
+        ws,
+        {
+            "type": "subscribe",
+            "data": {"room": "system", "since": {"offset": 1, "epoch": "not-this-one"}},
+        },
+    )
     ok = await recv(ws)
     assert ok["data"]["recovered"] is False
 
@@ -52,7 +64,13 @@ async def test_gap_beyond_history_is_reported_with_the_count_missed(stack: Stack
     sent = [await publisher.publish("tasks", "metrics_update", {"n": i}) for i in range(300)]
     await redis.aclose()
     ws = await stack.connect()
-    await send(ws, {"type": "subscribe", "data": {"room": "tasks", "since": {"offset": 5, "epoch": sent[0].epoch}}})
+    await send(
+        ws,
+        {
+            "type": "subscribe",
+            "data": {"room": "tasks", "since": {"offset": 5, "epoch": sent[0].epoch}},
+        },
+    )
     ok = await recv(ws)
     assert ok["data"]["recovered"] is False
     assert ok["data"]["missed"] == 295
@@ -77,7 +95,13 @@ async def test_switch_from_replay_to_live_is_race_free(stack: Stack) -> None:
     producer = asyncio.create_task(publish_forever())
     await asyncio.sleep(0.2)
     ws = await stack.connect()
-    await send(ws, {"type": "subscribe", "data": {"room": "system", "since": {"offset": first.offset, "epoch": first.epoch}}})
+    await send(
+        ws,
+        {
+            "type": "subscribe",
+            "data": {"room": "system", "since": {"offset": first.offset, "epoch": first.epoch}},
+        },
+    )
     ok = await recv_until(ws, lambda m: m["type"] == "subscribed")
     assert ok["data"]["recovered"] is True
     await asyncio.sleep(0.3)

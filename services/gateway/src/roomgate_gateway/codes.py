@@ -11,39 +11,31 @@ from enum import IntEnum, StrEnum
 class CloseCode(IntEnum):
     """WebSocket close codes the gateway sends."""
 
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    PROTOCOL_ERROR = 1002
-    POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
     TRY_AGAIN_LATER = 1013
-    AUTH_FAILED = 4000
     UNAUTHORIZED = 4001
     HEARTBEAT_TIMEOUT = 4008
     CONNECTION_LIMIT = 4029
     RATE_LIMITED = 4030
-    SLOW_CONSUMER = 4031
 
 
-# Reason strings sent with each close code (short, no secrets, ≤ 123 bytes).
+# Reason strings sent with each close code (short, no secrets, ≤ 123 bytes). A slow
+# consumer is closed TRY_AGAIN_LATER with the reason SLOW_CONSUMER_REASON.
 CLOSE_REASONS: dict[CloseCode, str] = {
-    CloseCode.NORMAL: "Normal closure",
-    CloseCode.GOING_AWAY: "Going away",
-    CloseCode.PROTOCOL_ERROR: "Protocol error",
-    CloseCode.POLICY_VIOLATION: "Policy violation",
     CloseCode.MESSAGE_TOO_BIG: "Message too big",
     CloseCode.INTERNAL_ERROR: "Internal error",
     CloseCode.SERVICE_RESTART: "Service restart",
     CloseCode.TRY_AGAIN_LATER: "Try again later",
-    CloseCode.AUTH_FAILED: "Authentication failed",
     CloseCode.UNAUTHORIZED: "Unauthorized",
     CloseCode.HEARTBEAT_TIMEOUT: "Heartbeat timeout",
     CloseCode.CONNECTION_LIMIT: "Too many connections",
     CloseCode.RATE_LIMITED: "Rate limit exceeded",
-    CloseCode.SLOW_CONSUMER: "Slow consumer",
 }
+
+
+SLOW_CONSUMER_REASON = "Slow consumer"
 
 
 class ErrorCode(StrEnum):
@@ -69,4 +61,3 @@ class ErrorCode(StrEnum):
     NESTING_NOT_ALLOWED = "nesting_not_allowed"
     REFRESH_FAILED = "refresh_failed"
     UNAVAILABLE = "unavailable"
-    INTERNAL = "internal"

@@ -26,7 +26,7 @@ from roomgate_common.errors import BusUnavailable
 
 from roomgate_gateway import protocol as p
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
-from roomgate_gateway.codes import CLOSE_REASONS, CloseCode, ErrorCode
+from roomgate_gateway.codes import CLOSE_REASONS, SLOW_CONSUMER_REASON, CloseCode, ErrorCode
 from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
 from roomgate_gateway.state import ConnectionStateMachine, State
 
@@ -144,7 +144,7 @@ class Connection:
             dropped = self._queue.push(item)
         except SlowConsumer:
             self.gw.metrics.drops.labels("slow_consumer").inc(len(self._queue) + 1)
-            self.close_soon(CloseCode.TRY_AGAIN_LATER, reason="Slow consumer")
+            self.close_soon(CloseCode.TRY_AGAIN_LATER, reason=SLOW_CONSUMER_REASON)
             return
         if dropped is not None:
             self.gw.metrics.drops.labels(f"queue_full_{dropped.priority}").inc()
@@ -461,7 +461,9 @@ class Connection:
                 correlation_id=_correlation(msg),
             )
             return
-        if not isinstance(msg, p.Ack) and not await gw.within_rate(self):
+        # Every message counts against the rate except acks and the wrappers (their
+        # contents count one by one).
+        if not isinstance(msg, p.Ack | p.Batch | p.Compressed) and not await gw.within_rate(self):
             return
         if isinstance(msg, p.Batch):
             if len(msg.messages) > gw.settings.max_batch_messages:

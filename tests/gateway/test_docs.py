@@ -1,0 +1,47 @@
+"""docs/protocol.md is the contract: every close code, error code and setting it names is the
+code's, and every one the code has is documented."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from roomgate_gateway.codes import CLOSE_REASONS, CloseCode, ErrorCode
+from roomgate_gateway.settings import GatewaySettings
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+
+
+def section(title: str) -> str:
+    start = DOC.index(f"## {title}")
+    end = DOC.find("\n## ", start + 1)
+    return DOC[start : end if end > 0 else None]
+
+
+def test_every_close_code_is_documented_with_its_reason() -> None:
+    """Each close code appears in the close-code table with its exact reason text."""
+    rows = {
+        int(m[0]): m[1]
+        for m in re.findall(r"^\| (\d{4}) \| `([^`]+)`", section("Close codes"), re.M)
+    }
+    assert set(rows) == {int(c) for c in CloseCode}
+    for code, reason in CLOSE_REASONS.items():
+        assert rows[int(code)] == reason
+
+
+def test_every_error_code_is_documented() -> None:
+    """The error-code table lists exactly the codes the gateway sends."""
+    rows = set(re.findall(r"^\| `([a-z_]+)` \|", section("Error codes"), re.M))
+    assert rows == {c.value for c in ErrorCode}
+
+
+def test_documented_settings_exist() -> None:
+    """Every setting in the limits table is a gateway setting, with the documented default."""
+    fields = GatewaySettings.model_fields
+    for name in re.findall(r"`([A-Z_]{4,})`", section("Limits")):
+        assert name.lower() in fields, name
+    defaults = GatewaySettings.from_env()
+    assert defaults.max_connections_per_ip == 10
+    assert defaults.messages_per_user_per_minute == 100
+    assert defaults.max_message_bytes == 65536
+    assert defaults.auth_deadline == 5
