@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from roomgate_tools.controlplane import ControlPlane, KubeAPI
 from roomgate_tools.procs import RedisProcess
 
 
@@ -36,3 +37,18 @@ def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     server.start()
     yield server
     server.stop()
+
+
+# -- Kubernetes (issue 6) ----------------------------------------------------------------
+# A real etcd + kube-apiserver on loopback for the whole session (no controller-manager,
+# kubelet or scheduler: see roomgate_tools.controlplane). Built by `make kube-tools`; a
+# missing binary FAILS the tests that use it (never a skip).
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI]:
+    """A real Kubernetes API server: ``.url``, ``.token``, ``.kubeconfig``, ``.ca_file``."""
+    plane = ControlPlane(tmp_path_factory.mktemp("kube"))
+    api = plane.start()
+    yield api
+    plane.stop()

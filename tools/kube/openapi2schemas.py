@@ -6,7 +6,7 @@ CRD installed into it: start it (etcd + kube-apiserver, roomgate_tools.controlpl
 the chart's GatewayPolicy CRD and the HTTPRoute and ServiceMonitor CRDs (tools/kube/fetch_crds.sh),
 read /openapi/v3, and write one standalone schema per kind:
 
-    OUT/<group>/<kind>_<version>.json   (core kinds: OUT/<kind>_<version>.json)
+    OUT/<group>/<kind>_<version>.json   (core kinds: OUT/v1/<kind>_v1.json)
 
 which `kubeconform -schema-location 'OUT/{{.Group}}/{{.ResourceKind}}_{{.ResourceAPIVersion}}.json'`
 reads. For -strict (no unknown fields) every object schema with `properties` gets
@@ -140,7 +140,8 @@ def generate(api: KubeAPI, out: Path) -> int:
         if status != 200:
             raise RuntimeError(f"GET {url}: {status}")
         for (group, version, kind), schema in kind_schemas(doc).items():
-            folder = out / group if group else out
+            # kubeconform's {{.Group}} of a core kind ("v1") is the version itself.
+            folder = out / (group or version)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{kind.lower()}_{version}.json").write_text(json.dumps(schema))
             written += 1
