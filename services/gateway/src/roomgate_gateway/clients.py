@@ -172,3 +172,47 @@ class RoomAuthzClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+class AlertCommandRefused(GatewayError):
+    """The escalation service refused an acknowledge/resolve (``code`` is an ErrorCode value)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EscalationClient:
+    """Acknowledge / resolve alerts on behalf of a user: the escalation service owns the
+    alert's lifecycle and publishes the canonical ``alert_acknowledged``/``alert_resolved``."""
+
+    def __init__(self, addr: str, *, timeout: float) -> None:
+        from roomgate.escalation.v1 import escalation_pb2, escalation_pb2_grpc
+
+        self._pb = escalation_pb2
+        self._channel = _channel(addr)
+        self._stub = escalation_pb2_grpc.EscalationServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def command(self, type_: str, alert_id: str, by: str) -> bool:
+        """Run ``alert_acknowledged``/``alert_resolved``; True when the alert changed."""
+        try:
+            if type_ == "alert_acknowledged":
+                reply = await self._stub.Acknowledge(
+                    self._pb.AcknowledgeRequest(alert_id=alert_id, by=by), timeout=self._timeout
+                )
+            else:
+                reply = await self._stub.Resolve(
+                    self._pb.ResolveRequest(alert_id=alert_id, by=by), timeout=self._timeout
+                )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise AlertCommandRefused("not_found", "unknown alert") from None
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise AlertCommandRefused("invalid_message", exc.details() or "invalid") from None
+            raise PeerUnavailable(f"escalation: {exc.code().name}") from None
+        return bool(reply.changed)
+
+    async def close(self) -> None:
+        await self._channel.close()

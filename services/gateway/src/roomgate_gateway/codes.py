@@ -60,4 +60,5 @@ class ErrorCode(StrEnum):
     BATCH_TOO_LARGE = "batch_too_large"
     NESTING_NOT_ALLOWED = "nesting_not_allowed"
     REFRESH_FAILED = "refresh_failed"
+    NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"

@@ -26,9 +26,11 @@ from roomgate_common.telemetry import extract_trace, inject_trace
 
 from roomgate_gateway import protocol as p
 from roomgate_gateway.clients import (
+    AlertCommandRefused,
     AuthClient,
     AuthRejected,
     Decision,
+    EscalationClient,
     PeerUnavailable,
     Principal,
     RoomAuthzClient,
@@ -44,6 +46,9 @@ from roomgate_gateway.state import State
 log = logging.getLogger(__name__)
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
+
+# Client events that are commands to the escalation service when it is configured.
+ALERT_COMMANDS = frozenset({"alert_acknowledged", "alert_resolved"})
 
 # Connect: refuse when the cluster-wide count of this IP or user is at its limit, else count.
 CONNECT_SCRIPT = """
@@ -124,6 +129,11 @@ class Gateway:
             breaker_recovery=s.auth_breaker_recovery,
         )
         self.authz = RoomAuthzClient(s.roomauthz_addr, timeout=s.auth_timeout)
+        self.escalation = (
+            EscalationClient(s.escalation_addr, timeout=s.auth_timeout)
+            if s.escalation_addr
+            else None
+        )
         from roomgate_gateway.bus import RoomBus
 
         self.bus = RoomBus(
@@ -158,6 +168,8 @@ class Gateway:
         await self.bus.stop()
         await self.auth.close()
         await self.authz.close()
+        if self.escalation is not None:
+            await self.escalation.close()
         await self.redis.aclose()
 
     async def ready(self) -> dict[str, bool]:
@@ -452,6 +464,9 @@ class Gateway:
                     reason=decision.reason,
                 )
                 return
+            if self.escalation is not None and msg.type in ALERT_COMMANDS:
+                await self._alert_command(conn, msg)
+                return
             metadata: dict[str, Any] = {
                 "priority": msg.metadata.priority if msg.metadata else "normal"
             }
@@ -476,6 +491,32 @@ class Gateway:
                     correlation_id=metadata.get("correlation_id"),
                     extra={"ackId": msg.id},
                 )
+
+    async def _alert_command(self, conn: Connection, msg: p.Event) -> None:
+        """A user's alert_acknowledged/alert_resolved goes to the escalation service, which
+        stops the escalation and publishes the canonical event into `alerts`."""
+        assert self.escalation is not None
+        alert_id = msg.data.get("alert_id")
+        if isinstance(alert_id, int) and not isinstance(alert_id, bool):
+            alert_id = str(alert_id)
+        if not isinstance(alert_id, str) or not alert_id:
+            conn.error(ErrorCode.INVALID_MESSAGE, "`data.alert_id` is required", ref=msg)
+            return
+        try:
+            changed = await self.escalation.command(msg.type, alert_id, conn.user_id)
+        except AlertCommandRefused as exc:
+            conn.error(ErrorCode(exc.code), exc.message, ref=msg)
+            return
+        except PeerUnavailable:
+            conn.error(ErrorCode.UNAVAILABLE, "escalation unavailable, retry", ref=msg)
+            return
+        if msg.requiresAck and msg.id:
+            conn.send_message(
+                "ack",
+                {"alert_id": alert_id, "changed": changed},
+                correlation_id=msg.metadata.correlation_id if msg.metadata else None,
+                extra={"ackId": msg.id},
+            )
 
     def acked(self, conn: Connection, ack_id: str) -> None:
         """A client acknowledged a server message (acknowledged delivery hooks here)."""
