@@ -101,7 +101,9 @@ class Ping(_Base, tag="ping"):
     data: PingData | None = None
 
     def echo(self) -> int | float | str | None:
-        return self.timestamp if self.timestamp is not None else (self.data and self.data.timestamp)
+        if self.timestamp is not None:
+            return self.timestamp
+        return self.data.timestamp if self.data is not None else None
 
 
 class Since(msgspec.Struct):
@@ -166,7 +168,9 @@ class _Head(msgspec.Struct):
 
 
 _head_decoder = msgspec.json.Decoder(_Head)
-_decoders = {name: msgspec.json.Decoder(schema) for name, schema in _SCHEMAS.items()}
+_decoders: dict[str, msgspec.json.Decoder[Any]] = {
+    name: msgspec.json.Decoder(schema) for name, schema in _SCHEMAS.items()
+}
 _event_decoder = msgspec.json.Decoder(Event)
 
 
@@ -189,9 +193,10 @@ def parse_message(raw: bytes | str, *, nested: bool = False) -> ClientMessage:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "unknown message type", ref_id)
         decoder = _event_decoder
     try:
-        return decoder.decode(raw)  # type: ignore[no-any-return]
+        message: ClientMessage = decoder.decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, _short(exc), ref_id) from None
+    return message
 
 
 def inflate(encoded: str, *, max_inflated: int) -> bytes:
