@@ -15,33 +15,34 @@
   ports:
     - {port: {{ .Values.redis.port }}, protocol: TCP}
 {{- else }}
-- {{- with $np.externalRedisTo }}
-  to:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  ports:
+- ports:
     - {port: {{ $np.externalRedisPort }}, protocol: TCP}
     {{- if eq .Values.externalRedis.mode "sentinel" }}
     - {port: 26379, protocol: TCP}
     {{- end }}
-{{- end }}
-{{- if .Values.otlpEndpoint }}
-- {{- with $np.otlp.to }}
+  {{- with $np.externalRedisTo }}
   to:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  ports:
+{{- end }}
+{{- if .Values.otlpEndpoint }}
+- ports:
     - {port: {{ $np.otlp.port }}, protocol: TCP}
+  {{- with $np.otlp.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
 {{- end -}}
 {{- define "roomgate.np.metricsIngress" -}}
+{{- $root := .root -}}
 - from:
-    {{- toYaml .Values.networkPolicy.metricsFrom | nindent 4 }}
-    {{- if .Values.operator.enabled }}
+    {{- toYaml $root.Values.networkPolicy.metricsFrom | nindent 4 }}
+    {{- if $root.Values.operator.enabled }}
     - podSelector:
         matchLabels:
-          {{- include "roomgate.selectorLabels" (dict "root" . "component" "operator") | nindent 10 }}
+          {{- include "roomgate.selectorLabels" (dict "root" $root "component" "operator") | nindent 10 }}
     {{- end }}
   ports:
-    - {port: metrics, protocol: TCP}
+    - {port: {{ .port | default "metrics" }}, protocol: TCP}
 {{- end -}}
