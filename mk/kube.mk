@@ -108,7 +108,7 @@ kube-gomod: ## regenerate tools/kube/*/go.mod for KUBE_VERSION / ETCD_VERSION
 	cd tools/kube/etcd && rm -f go.sum && $(KUBE_GO) get -tool go.etcd.io/etcd/server/v3@$(ETCD_VERSION)
 
 CHART := charts/roomgate
-CHART_VALUES := $(wildcard tests/kube/values/*.yaml)
+CHART_VALUES := $(wildcard tests/kube/values/*.yaml) $(CHART)/values-production.yaml
 
 .PHONY: chart-lint
 chart-lint: kube-tools ## helm lint --strict, defaults and every values file in tests/kube/values
