@@ -123,7 +123,7 @@ def test_default_gateway_policy(installed: KubeAPI) -> None:
     ("patch", "message"),
     [
         ({"limits": {"maxConnectionsPerIp": "many"}}, "must be of type integer"),
-        ({"limits": {"maxMessageBytes": 10}}, "should be greater than or equal to 64"),
+        ({"limits": {"maxMessageBytes": 100}}, "should be greater than or equal to 256"),
         ({"scaling": {"minReplicas": 0}}, "should be greater than or equal to 1"),
         ({"scaling": {"minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not exceed"),
         (

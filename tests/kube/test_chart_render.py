@@ -218,3 +218,17 @@ def test_dashboard_uses_the_services_metric_names() -> None:
         assert f'_{suffix}"' in code or f'"{base}"' in code, name
         checked += 1
     assert checked >= 10
+
+
+def test_crd_limits_match_what_the_gateway_accepts() -> None:
+    """Every spec.limits field of the CRD is one the gateway applies, within its range."""
+    import yaml
+    from roomgate_gateway.limits import POLICY_FIELDS
+
+    crd = yaml.safe_load((CHART / "crds" / "gatewaypolicies.roomgate.io.yaml").read_text())
+    props = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    limits = props["properties"]["limits"]["properties"]
+    assert set(limits) == set(POLICY_FIELDS)
+    for name, (_attr, _kind, low, high) in POLICY_FIELDS.items():
+        assert limits[name]["minimum"] >= low, name
+        assert limits[name]["maximum"] <= high, name
