@@ -27,13 +27,14 @@ import shutil
 import sys
 import tempfile
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from roomgate_tools.bench._fanout import procstat
 from roomgate_tools.bench._fanout._serve import raise_nofile_limit
-from roomgate_tools.bench._fanout.ledger import DeliveryLedger
+from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
 from roomgate_tools.bench._fanout.loadgen import Fleet
 from roomgate_tools.bench._fanout.profile import Profile, Sampler, find_py_spy, summarize
 from roomgate_tools.bench._fanout.targets import TARGETS, EventPublisher, GatewayTarget, Target
@@ -71,6 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="saturation phase: most events in flight per client (default 10)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="saturation phases per server, the servers taking turns (default 2)",
+    )
+    parser.add_argument(
         "--connect-concurrency",
         type=int,
         default=100,
@@ -86,8 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--baseline-ws",
         default="auto",
         choices=["auto", "websockets", "websockets-sansio", "wsproto"],
-        help="uvicorn WebSocket implementation of the two baselines (default auto, i.e. "
-        "uvicorn's default; the gateway uses websockets-sansio)",
+        help="uvicorn WebSocket implementation of the two baselines (default auto: uvicorn's "
+        "default, websockets-sansio in uvicorn 0.54, the one the gateway uses)",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     parser.add_argument(
@@ -104,6 +111,7 @@ class Options:
     connect_concurrency: int = 100
     drain_timeout: float = 10.0
     saturation: bool = True
+    rounds: int = 2  # saturation phases per server, taking turns with the other servers
     profile: bool = False
     baseline_ws: str = "auto"
 
@@ -119,6 +127,7 @@ class PhaseResult:
     seconds: float
     deliveries_per_s: float
     server_cpu_s: float
+    server_system_s: float  # the part of server_cpu_s spent in the kernel (socket writes)
     deliveries_per_cpu_s: float | None
     client_cpu_s: float
     p50_ms: float | None
@@ -140,7 +149,8 @@ class TargetResult:
     rss_idle: int = 0
     rss_per_conn: float = 0.0
     rate: PhaseResult | None = None
-    saturation: PhaseResult | None = None
+    saturation: PhaseResult | None = None  # the rounds below, added up
+    saturation_rounds: list[PhaseResult] = field(default_factory=list)
     dropped: int = 0
     connect_retries: int = 0
     subscribe_retries: int = 0
@@ -182,28 +192,35 @@ async def _quiesce(pid: int, limit: float = 30.0) -> float:
 
 
 class _Meter:
-    """Server CPU, this process's CPU and wall time over a measured window."""
+    """Server CPU (user, system), this process's CPU and wall time over a measured window."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.cpu = procstat.tree_cpu_seconds(pid)
+        self.cpu = procstat.tree_cpu_times(pid)
         self.own = procstat.self_cpu_seconds()
         self.wall = time.perf_counter()
 
-    def read(self) -> tuple[float, float, float]:
+    def read(self) -> tuple[float, float, float, float]:
+        """(seconds, server user CPU-s, server system CPU-s, own CPU-s) since creation."""
+        user, system = procstat.tree_cpu_times(self.pid)
         return (
             time.perf_counter() - self.wall,
-            procstat.tree_cpu_seconds(self.pid) - self.cpu,
+            user - self.cpu[0],
+            system - self.cpu[1],
             procstat.self_cpu_seconds() - self.own,
         )
 
 
 def _phase(
-    ledger: DeliveryLedger, published: int, meter: tuple[float, float, float], stalled: bool
-) -> PhaseResult:
+    ledger: DeliveryLedger,
+    published: int,
+    meter: tuple[float, float, float, float],
+    stalled: bool,
+) -> tuple[PhaseResult, array[int]]:
     window = ledger.close(published)
-    seconds, server_cpu, client_cpu = meter
-    return PhaseResult(
+    seconds, server_user, server_system, client_cpu = meter
+    server_cpu = server_user + server_system
+    phase = PhaseResult(
         published=published,
         expected=window.expected,
         delivered=window.delivered,
@@ -213,6 +230,7 @@ def _phase(
         seconds=seconds,
         deliveries_per_s=window.delivered / seconds if seconds > 0 else 0.0,
         server_cpu_s=server_cpu,
+        server_system_s=server_system,
         deliveries_per_cpu_s=window.delivered / server_cpu if server_cpu > 0 else None,
         client_cpu_s=client_cpu,
         p50_ms=window.latency_ms(0.50),
@@ -220,11 +238,40 @@ def _phase(
         max_ms=window.latency_ms(1.0),
         stalled=stalled,
     )
+    return phase, window.latencies_ns
+
+
+def _merge(phases: list[PhaseResult], latencies: list[array[int]]) -> PhaseResult:
+    """The saturation rounds as one phase: counts and CPU added up, latencies pooled."""
+    pooled: array[int] = array("q")
+    for values in latencies:
+        pooled.extend(values)
+    seconds = sum(p.seconds for p in phases)
+    delivered = sum(p.delivered for p in phases)
+    server_cpu = sum(p.server_cpu_s for p in phases)
+    return PhaseResult(
+        published=sum(p.published for p in phases),
+        expected=sum(p.expected for p in phases),
+        delivered=delivered,
+        lost=sum(p.lost for p in phases),
+        duplicates=sum(p.duplicates for p in phases),
+        clients_complete=min(p.clients_complete for p in phases),
+        seconds=seconds,
+        deliveries_per_s=delivered / seconds if seconds > 0 else 0.0,
+        server_cpu_s=server_cpu,
+        server_system_s=sum(p.server_system_s for p in phases),
+        deliveries_per_cpu_s=delivered / server_cpu if server_cpu > 0 else None,
+        client_cpu_s=sum(p.client_cpu_s for p in phases),
+        p50_ms=percentile_ms(pooled, 0.50),
+        p99_ms=percentile_ms(pooled, 0.99),
+        max_ms=percentile_ms(pooled, 1.0),
+        stalled=any(p.stalled for p in phases),
+    )
 
 
 async def _rate_phase(
     fleet: Fleet, publisher: EventPublisher, pid: int, first_seq: int, options: Options
-) -> PhaseResult:
+) -> tuple[PhaseResult, array[int]]:
     ledger = fleet.ledger
     count = max(1, round(options.rate * options.duration))
     ledger.open(first_seq, first_seq + count)
@@ -241,7 +288,7 @@ async def _rate_phase(
 
 async def _saturation_phase(
     fleet: Fleet, publisher: EventPublisher, pid: int, first_seq: int, options: Options
-) -> PhaseResult:
+) -> tuple[PhaseResult, array[int]]:
     ledger = fleet.ledger
     clients = len(fleet.clients)
     ledger.open(first_seq, first_seq + 10**12)
@@ -274,35 +321,52 @@ def _sampler(name: str, pid: int, options: Options, workdir: Path) -> Sampler | 
     return Sampler(py_spy, pid, options.duration, workdir / f"{name}-saturation.pyspy.txt")
 
 
-async def measure_target(
-    target: Target, options: Options, redis_url: str, workdir: Path
-) -> TargetResult:
-    """Start ``target``, measure it and stop it."""
-    result = TargetResult(target.name, target.description, options.clients)
-    fleet: Fleet | None = None
-    warmup: Fleet | None = None
-    publisher: EventPublisher | None = None
+class _Live:
+    """A started server with its clients connected and subscribed."""
+
+    def __init__(self, target: Target, options: Options) -> None:
+        self.target = target
+        self.result = TargetResult(target.name, target.description, options.clients)
+        self.fleet: Fleet | None = None
+        self.publisher: EventPublisher | None = None
+        self.seq = 0
+        self.latencies: list[array[int]] = []  # of the saturation rounds
+
+    @property
+    def ready(self) -> bool:
+        return self.fleet is not None and not self.result.errors
+
+    def fail(self, exc: BaseException) -> None:
+        self.result.errors.append(f"{type(exc).__name__}: {exc}")
+        tail = self.target.log_tail()
+        if tail:
+            self.result.errors.append(f"server log:\n{tail}")
+
+
+async def _prepare(live: _Live, options: Options, redis_url: str, workdir: Path) -> None:
+    """Start the server, read its memory before and after ``options.clients`` idle
+    subscribed connections, and measure how fast they connect."""
+    target, result = live.target, live.result
+    _log(f"[{target.name}] starting the server")
+    await asyncio.to_thread(target.start, workdir, redis_url, options.clients)
+    pid = target.pid
+    wire = target.wire()
+    live.publisher = await target.publisher(redis_url)
+    # Warm-up clients make the server do every one-time thing (its first connection, gRPC
+    # channels, the room's Redis subscription, code paths) before the memory baseline; they
+    # stay connected until the baseline is read, then leave.
+    warmup = Fleet(
+        wire, DeliveryLedger(WARMUP_CLIENTS), target.host, target.port, first=options.clients
+    )
     try:
-        _log(f"[{target.name}] starting the server")
-        await asyncio.to_thread(target.start, workdir, redis_url, options.clients)
-        pid = target.pid
-        wire = target.wire()
-        publisher = await target.publisher(redis_url)
-        # Warm-up clients make the server do every one-time thing (its first connection,
-        # gRPC channels, the room's Redis subscription, code paths) before the memory
-        # baseline; they stay connected until the baseline is read, then leave.
-        warmup = Fleet(
-            wire, DeliveryLedger(WARMUP_CLIENTS), target.host, target.port, first=options.clients
-        )
         await warmup.connect(WARMUP_CLIENTS)
         await warmup.subscribe()
         for _ in range(3):
-            await publisher.publish(-1)
+            await live.publisher.publish(-1)
         await asyncio.sleep(1.0)
         result.rss_before = procstat.tree_rss_bytes(pid)
 
-        ledger = DeliveryLedger(options.clients)
-        fleet = Fleet(wire, ledger, target.host, target.port)
+        live.fleet = fleet = Fleet(wire, DeliveryLedger(options.clients), target.host, target.port)
         _log(f"[{target.name}] connecting {options.clients} clients")
         result.connect_s = await fleet.connect(
             options.clients, concurrency=options.connect_concurrency
@@ -313,60 +377,122 @@ async def measure_target(
         await asyncio.sleep(1.0)  # let the server settle before reading its memory
         result.rss_idle = procstat.tree_rss_bytes(pid)
         result.rss_per_conn = (result.rss_idle - result.rss_before) / options.clients
+    finally:
         await warmup.close()
-        # The load generator must cost less than the server: no collector pauses while
+    # Events outside any window: first frames, caches, connections to Redis.
+    for _ in range(5):
+        await live.publisher.publish(live.seq)
+        live.seq += 1
+        await asyncio.sleep(0.05)
+
+
+async def _close(live: _Live) -> None:
+    fleet, result = live.fleet, live.result
+    if fleet is not None:
+        result.dropped = fleet.dropped
+        result.connect_retries = fleet.connect_retries
+        result.subscribe_retries = fleet.subscribe_retries
+        result.server_errors = dict(fleet.errors)
+        await fleet.close()
+    if live.publisher is not None:
+        await live.publisher.close()
+    if live.target.server is not None and not live.target.running:
+        result.errors.append(f"the server exited:\n{live.target.log_tail()}")
+    await asyncio.to_thread(live.target.stop)
+
+
+async def _quiesce_all(lives: list[_Live], name: str) -> None:
+    started = time.perf_counter()
+    for live in lives:
+        if live.target.running:
+            await _quiesce(live.target.pid)
+    waited = time.perf_counter() - started
+    if waited > 2:
+        _log(f"[{name}]   (waited {waited:.1f}s for every server to go idle first)")
+
+
+async def _run_rate(live: _Live, lives: list[_Live], options: Options) -> None:
+    assert live.fleet is not None
+    assert live.publisher is not None
+    name = live.target.name
+    await _quiesce_all(lives, name)
+    _log(f"[{name}] rate phase: {options.rate:g} events/s for {options.duration:g}s")
+    live.result.rate, _ = await _rate_phase(
+        live.fleet, live.publisher, live.target.pid, live.seq, options
+    )
+    live.seq += live.result.rate.published
+
+
+async def _run_saturation(
+    live: _Live, lives: list[_Live], options: Options, round_: int, workdir: Path
+) -> None:
+    assert live.fleet is not None
+    assert live.publisher is not None
+    name = live.target.name
+    await _quiesce_all(lives, name)
+    _log(f"[{name}] saturation phase {round_ + 1}/{options.rounds} for {options.duration:g}s")
+    sampler = _sampler(name, live.target.pid, options, workdir) if round_ == 0 else None
+    phase, latencies = await _saturation_phase(
+        live.fleet, live.publisher, live.target.pid, live.seq, options
+    )
+    live.seq += phase.published
+    live.result.saturation_rounds.append(phase)
+    live.latencies.append(latencies)
+    if sampler is not None:
+        problem = await asyncio.to_thread(sampler.stop)
+        if problem:
+            live.result.errors.append(f"py-spy: {problem}")
+        else:
+            live.result.profile_file = str(sampler.output)
+            live.result.profile = summarize(sampler.output.read_text())
+
+
+async def measure(
+    targets: list[Target], options: Options, redis_url: str, workdir: Path
+) -> dict[str, TargetResult]:
+    """Measure each target: memory and connects one server at a time, then the rate phases
+    and the saturation rounds taking turns across the servers (all kept running), so that a
+    change of load on the machine hits every server alike. Everything started is stopped."""
+    lives = [_Live(target, options) for target in targets]
+    try:
+        for live in lives:
+            try:
+                await _prepare(live, options, redis_url, workdir)
+            except Exception as exc:
+                live.fail(exc)
+        ready = [live for live in lives if live.ready]
+        # The load generator must cost less than the servers: no collector pauses while
         # measuring (everything allocated so far is frozen out of the collector's sight).
         gc.collect()
         gc.freeze()
         gc.disable()
-        seq = 0
-        # Warm-up, outside any window: first frames, caches, connections to Redis.
-        for _ in range(5):
-            await publisher.publish(seq)
-            seq += 1
-            await asyncio.sleep(0.05)
-        await _quiesce(pid)
-
-        _log(f"[{target.name}] rate phase: {options.rate:g} events/s for {options.duration:g}s")
-        result.rate = await _rate_phase(fleet, publisher, pid, seq, options)
-        seq += result.rate.published
-        if options.saturation:
-            waited = await _quiesce(pid)
-            _log(f"[{target.name}] saturation phase for {options.duration:g}s")
-            if waited > 1:
-                _log(f"[{target.name}]   (waited {waited:.1f}s for the server to go idle first)")
-            sampler = _sampler(target.name, pid, options, workdir)
-            result.saturation = await _saturation_phase(fleet, publisher, pid, seq, options)
-            if sampler is not None:
-                problem = await asyncio.to_thread(sampler.stop)
-                if problem:
-                    result.errors.append(f"py-spy: {problem}")
-                else:
-                    result.profile_file = str(sampler.output)
-                    result.profile = summarize(sampler.output.read_text())
-        if not target.running:
-            result.errors.append(f"the server exited:\n{target.log_tail()}")
-    except Exception as exc:
-        result.errors.append(f"{type(exc).__name__}: {exc}")
-        if target.server is not None:
-            tail = target.log_tail()
-            if tail:
-                result.errors.append(f"server log:\n{tail}")
+        for live in ready:
+            try:
+                await _run_rate(live, ready, options)
+            except Exception as exc:
+                live.fail(exc)
+        for round_ in range(options.rounds if options.saturation else 0):
+            for live in [live for live in ready if live.ready]:
+                try:
+                    await _run_saturation(live, ready, options, round_, workdir)
+                except Exception as exc:
+                    live.fail(exc)
+        for live in lives:
+            if live.result.saturation_rounds:
+                live.result.saturation = _merge(live.result.saturation_rounds, live.latencies)
     finally:
         gc.enable()
         gc.unfreeze()
-        if warmup is not None:
-            await warmup.close()
-        if fleet is not None:
-            result.dropped = fleet.dropped
-            result.connect_retries = fleet.connect_retries
-            result.subscribe_retries = fleet.subscribe_retries
-            result.server_errors = dict(fleet.errors)
-            await fleet.close()
-        if publisher is not None:
-            await publisher.close()
-        await asyncio.to_thread(target.stop)
-    return result
+        for live in lives:
+            await _close(live)
+    return {live.target.name: live.result for live in lives}
+
+
+async def measure_target(
+    target: Target, options: Options, redis_url: str, workdir: Path
+) -> TargetResult:
+    """Start ``target``, measure it and stop it."""
+    return (await measure([target], options, redis_url, workdir))[target.name]
 
 
 # -- report -------------------------------------------------------------------------------
@@ -396,7 +522,8 @@ def _phase_lines(name: str, phase: PhaseResult | None, drain: float) -> list[str
             else ""
         ),
         f"    {_num(phase.deliveries_per_s)} deliveries/s over {phase.seconds:.2f}s; "
-        f"server {phase.server_cpu_s:.2f} CPU-s -> {_num(phase.deliveries_per_cpu_s)} "
+        f"server {phase.server_cpu_s:.2f} CPU-s ({phase.server_system_s:.2f} in the kernel) -> "
+        f"{_num(phase.deliveries_per_cpu_s)} "
         f"deliveries per server CPU-second; load generator {phase.client_cpu_s:.2f} CPU-s",
         f"    publish->receive latency p50 {_num(phase.p50_ms, 1)} ms, "
         f"p99 {_num(phase.p99_ms, 1)} ms, max {_num(phase.max_ms, 1)} ms",
@@ -427,13 +554,20 @@ def comparisons(results: dict[str, TargetResult]) -> list[dict[str, Any]]:
         return checks
     mine = _dpc(gateway)
     for name, factor in (("starlette", TARGET_VS_STARLETTE), ("socketio", TARGET_VS_SOCKETIO)):
-        theirs = _dpc(results.get(name))
-        if mine is not None and theirs:
+        other = results.get(name)
+        theirs = _dpc(other)
+        if mine is not None and theirs and other is not None:
             ratio = mine / theirs
+            by_round = [
+                round(g.deliveries_per_cpu_s / o.deliveries_per_cpu_s, 2)
+                for g, o in zip(gateway.saturation_rounds, other.saturation_rounds, strict=False)
+                if g.deliveries_per_cpu_s and o.deliveries_per_cpu_s
+            ]
             checks.append(
                 {
                     "what": f"deliveries per gateway CPU-s / {name}",
                     "value": round(ratio, 2),
+                    "by_round": by_round,
                     "target": f">= {factor:g}",
                     "pass": ratio >= factor,
                 }
@@ -462,7 +596,8 @@ def comparisons(results: dict[str, TargetResult]) -> list[dict[str, Any]]:
 def render(results: dict[str, TargetResult], options: Options, load: str) -> str:
     lines = [
         f"fan-out: {options.clients} clients in one room, rate phase {options.rate:g} events/s, "
-        f"{options.duration:g}s per phase, saturation window {options.window}, "
+        f"{options.duration:g}s per phase, {options.rounds} saturation rounds with at most "
+        f"{options.window} events in flight per client, "
         f"baselines on uvicorn ws={options.baseline_ws}",
         f"load average before the run: {load}",
     ]
@@ -480,6 +615,9 @@ def render(results: dict[str, TargetResult], options: Options, load: str) -> str
         )
         lines += _phase_lines("rate", result.rate, options.drain_timeout)
         lines += _phase_lines("saturation", result.saturation, options.drain_timeout)
+        if len(result.saturation_rounds) > 1:
+            per_round = ", ".join(_num(r.deliveries_per_cpu_s) for r in result.saturation_rounds)
+            lines.append(f"    deliveries per server CPU-second by round: {per_round}")
         if result.dropped:
             lines.append(f"  {result.dropped} connections dropped by the server")
         if result.connect_retries or result.subscribe_retries:
@@ -498,9 +636,11 @@ def render(results: dict[str, TargetResult], options: Options, load: str) -> str
         lines.append("")
         lines.append("targets (issue 3):")
         for check in checks:
+            rounds = check.get("by_round")
             lines.append(
                 f"  {_verdict(check['pass'])}  {check['what']}: {check['value']} "
                 f"(target {check['target']})"
+                + (f"; by round: {', '.join(str(r) for r in rounds)}" if rounds else "")
             )
     return "\n".join(lines)
 
@@ -512,23 +652,20 @@ def _load() -> str:
         return "?"
 
 
-async def measure(names: list[str], options: Options, workdir: Path) -> dict[str, TargetResult]:
-    """Start Redis, measure each named server in turn, stop everything."""
+async def measure_all(names: list[str], options: Options, workdir: Path) -> dict[str, TargetResult]:
+    """Start Redis and the named servers, measure them, stop everything."""
     redis = RedisProcess(workdir / "redis", aof=False)
     await asyncio.to_thread(redis.start)
-    results: dict[str, TargetResult] = {}
     try:
+        targets: list[Target] = []
         for name in names:
             target = TARGETS[name]()
             if not isinstance(target, GatewayTarget):
                 target.ws = options.baseline_ws
-            try:
-                results[name] = await measure_target(target, options, redis.url, workdir)
-            finally:
-                await asyncio.to_thread(target.stop)
+            targets.append(target)
+        return await measure(targets, options, redis.url, workdir)
     finally:
         await asyncio.to_thread(redis.stop)
-    return results
 
 
 def run(args: argparse.Namespace) -> int:
@@ -540,6 +677,7 @@ def run(args: argparse.Namespace) -> int:
         rate=args.rate,
         duration=args.duration,
         window=args.window,
+        rounds=max(1, args.rounds),
         connect_concurrency=args.connect_concurrency,
         profile=args.profile,
         baseline_ws=args.baseline_ws,
@@ -549,7 +687,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="roomgate-bench-fanout-"))
     failed = False
     try:
-        results = uvloop.run(measure(names, options, workdir))
+        results = uvloop.run(measure_all(names, options, workdir))
         failed = any(r.errors for r in results.values())
         if args.json:
             document = {

@@ -24,6 +24,7 @@ _CACHE_LIMIT = 50_000
 _RETRY_DELAY = 0.25  # seconds before a refused connection or subscription is tried again
 _CONNECT_TRIES = 10
 _WELCOME_WAIT = 15.0  # seconds from TCP connect to the welcome
+HEARTBEAT_EVERY = 20.0  # seconds between a client's application pings (gateway: 30 s)
 
 
 class Wire(Protocol):
@@ -32,12 +33,20 @@ class Wire(Protocol):
 
     def path(self, client: int) -> str: ...
     def subscribe_frame(self) -> bytes | None: ...
+    def heartbeat_frame(self) -> bytes | None: ...
     def reply(self, kind: Kind) -> bytes | None: ...
     def decode(self, payload: bytes) -> Decoded: ...
 
 
 class FleetError(RuntimeError):
     """Clients could not connect or subscribe."""
+
+
+def _fail(future: asyncio.Future[None], exc: Exception) -> None:
+    """Fail ``future``; whoever awaits it sees the error, nobody gets a 'never retrieved'
+    warning for the futures of abandoned connection attempts."""
+    future.set_exception(exc)
+    future.exception()
 
 
 class _Client(WSListener):  # type: ignore[misc]
@@ -109,6 +118,7 @@ class Fleet:
         self.connect_retries = 0
         self.subscribe_retries = 0
         self._closing = False
+        self._heartbeat: asyncio.Task[None] | None = None
 
     # -- hot path helpers ------------------------------------------------------------------
 
@@ -138,7 +148,7 @@ class Fleet:
             self._error(decoded.detail)
             for future in (client.welcomed, client.subscribed):
                 if not future.done():
-                    future.set_exception(FleetError(decoded.detail))
+                    _fail(future, FleetError(decoded.detail))
         reply = self.wire.reply(kind)
         if reply is not None:
             client.send(reply)
@@ -151,7 +161,7 @@ class Fleet:
             self.dropped += 1  # a connection we measure, closed by the server
         for future in (client.welcomed, client.subscribed):
             if not future.done():
-                future.set_exception(FleetError("disconnected by the server"))
+                _fail(future, FleetError("disconnected by the server"))
 
     def _error(self, text: str) -> None:
         self.errors[text] = self.errors.get(text, 0) + 1
@@ -189,6 +199,7 @@ class Fleet:
         clients = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(count))), within)
         elapsed = time.perf_counter() - started
         self.clients = list(clients)
+        self.start_heartbeat()
         return elapsed
 
     async def subscribe(self, *, within: float = 60.0) -> float:
@@ -204,8 +215,26 @@ class Fleet:
         await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in self.clients)), within)
         return time.perf_counter() - started
 
+    def start_heartbeat(self, every: float = HEARTBEAT_EVERY) -> None:
+        """Send every client's application ping once per ``every`` seconds, spread out."""
+        frame = self.wire.heartbeat_frame()
+        if frame is not None and self._heartbeat is None:
+            self._heartbeat = asyncio.get_running_loop().create_task(self._beat(frame, every))
+
+    async def _beat(self, frame: bytes, every: float) -> None:
+        slices = 20
+        while True:
+            for k in range(slices):
+                for client in self.clients[k::slices]:
+                    client.send(frame)
+                await asyncio.sleep(every / slices)
+
     async def close(self, within: float = 5.0) -> None:
         self._closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         transports = [c.transport for c in self.clients if c.transport is not None]
         for transport in transports:
             if not transport.is_disconnected:

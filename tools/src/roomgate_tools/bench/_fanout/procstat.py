@@ -37,16 +37,20 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (all threads), from /proc/<pid>/stat."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process (all threads), from /proc/<pid>/stat."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     # The command name (field 2) may hold spaces: split after its closing parenthesis.
     fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _TICKS
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all threads)."""
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -62,6 +66,12 @@ def rss_bytes(pid: int) -> int:
 
 def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its descendants."""
+    times = [cpu_times(p) for p in process_tree(pid)]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def tree_rss_bytes(pid: int) -> int:

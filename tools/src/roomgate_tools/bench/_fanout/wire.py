@@ -77,6 +77,10 @@ class RoomgateWire:
     def subscribe_frame(self) -> bytes | None:
         return msgspec.json.encode({"type": "subscribe", "data": {"room": self.room}})
 
+    def heartbeat_frame(self) -> bytes | None:
+        """The gateway closes a client silent for ``heartbeat_timeout`` (75 s by default)."""
+        return b'{"type":"ping"}'
+
     def reply(self, kind: Kind) -> bytes | None:
         return None
 
@@ -123,6 +127,9 @@ class PlainWire:
     def subscribe_frame(self) -> bytes | None:
         return None
 
+    def heartbeat_frame(self) -> bytes | None:
+        return None
+
     def reply(self, kind: Kind) -> bytes | None:
         return None
 
@@ -148,6 +155,9 @@ class SocketIOWire:
 
     def subscribe_frame(self) -> bytes | None:
         return b"42%d" % self._ACK_ID + msgspec.json.encode(["subscribe", self.room])
+
+    def heartbeat_frame(self) -> bytes | None:
+        return None  # the server pings (``2``) and the client answers (``3``)
 
     def reply(self, kind: Kind) -> bytes | None:
         if kind is Kind.OPEN:
