@@ -1,4 +1,5 @@
-"""The ASGI application: ``/ws`` (the protocol), ``POST /api/v1/publish`` (backends),
+"""The ASGI application: ``/ws`` (the protocol; ``/sse`` is its HTTP fallback),
+``POST /api/v1/publish`` (backends),
 ``/healthz``, ``/readyz``, ``/metrics``. The lifespan owns the Gateway and everything it
 holds (Redis, gRPC channels, the bus subscriber)."""
 
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from roomgate_gateway import redaction
 from roomgate_gateway.connection import Connection
+from roomgate_gateway.fallback import fallback_routes
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.publishing import (
@@ -116,6 +118,8 @@ def create_app(
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             Route("/api/v1/publish", publish, methods=["POST"]),
+            # The same protocol over SSE + POST when WebSockets are blocked.
+            *fallback_routes(gateway),
         ],
         lifespan=lifespan,
     )
