@@ -1,0 +1,1 @@
+"""Roomgate operator: GatewayPolicy -> live gateway limits and connection-based scaling."""

@@ -1,0 +1,109 @@
+"""kopf handlers: thin, they translate between kopf and ``Reconciler`` (reconcile.py).
+
+* login: kopf's own kubernetes_asyncio login (in-cluster, else $KUBECONFIG);
+* startup/cleanup: the Redis client and the Kubernetes client live in kopf's memo;
+* create/update/resume of a GatewayPolicy: publish its limits at once (seconds count: the
+  gateways apply them to live connections);
+* a timer per policy: the whole level-based reconcile (limits again, status, scaling);
+* delete (optional, no finalizer): the gateways go back to their own settings.
+
+Transient failures (Redis, the API server) raise ``kopf.TemporaryError``; a policy that
+cannot be applied is reported ``Degraded`` and raises ``kopf.PermanentError`` in change
+handlers (kopf stops retrying that change; the timer keeps looking, so a fix is seen).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from roomgate_common.errors import BusUnavailable
+from roomgate_common.redis_adapter import connect
+
+from roomgate_operator.bus import PolicyBus
+from roomgate_operator.errors import KubeUnavailable, NotFound
+from roomgate_operator.kube import GROUP, PLURAL, VERSION, KubeClient, load_configuration
+from roomgate_operator.policy import InvalidPolicy
+from roomgate_operator.reconcile import Meta, PolicyState, Reconciler
+from roomgate_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 2.0
+
+
+def _state(memo: kopf.Memo) -> PolicyState:
+    state = memo.get("policy_state")
+    if state is None:
+        state = memo["policy_state"] = PolicyState()
+    return state
+
+
+def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
+    """The operator's handlers, bound to its settings (the timer interval is one)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return await kopf.login_via_async_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        settings.peering.standalone = True
+        settings.posting.level = logging.WARNING
+        # GatewayPolicy's status has a schema: keep kopf's bookkeeping in annotations.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
+        settings.watching.server_timeout = 300
+        kube = KubeClient(await load_configuration())
+        memo["kube"] = kube
+        memo["redis"] = redis = connect(config.redis_url, name="roomgate-operator")
+        memo["reconciler"] = Reconciler(config, kube, PolicyBus(redis))
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if "kube" in memo:
+            await memo["kube"].close()
+        if "redis" in memo:
+            await memo["redis"].aclose()
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def limits_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        reconciler: Reconciler = memo["reconciler"]
+        try:
+            await reconciler.apply_limits(body, _state(memo))
+        except InvalidPolicy as exc:
+            await _degrade(reconciler, body, exc)
+            raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from None
+        except (KubeUnavailable, BusUnavailable) as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.reconcile_interval, registry=registry)
+    async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+        reconciler: Reconciler = memo["reconciler"]
+        try:
+            await reconciler.reconcile(body, _state(memo))
+        except (InvalidPolicy, NotFound) as exc:
+            # Reported as Degraded in status; looked at again next tick.
+            logger.warning("policy not applied: %s", exc)
+        except (KubeUnavailable, BusUnavailable) as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
+    async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        try:
+            await memo["reconciler"].forget(body)
+        except BusUnavailable as exc:
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+
+    return registry
+
+
+async def _degrade(reconciler: Reconciler, body: kopf.Body, exc: InvalidPolicy) -> None:
+    try:
+        await reconciler.degrade(Meta.of(body), body.get("status") or {}, exc)
+    except KubeUnavailable as err:
+        log.warning("could not report Degraded: %s", err)
