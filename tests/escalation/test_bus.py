@@ -55,7 +55,8 @@ async def test_bus_alert_is_applied_and_escalates_in_its_trace(make_replica, stu
     assert events[0]["id"] == "789:esc:1"
     assert events[0]["data"]["alert"]["agent_id"] == 123
     assert events[0]["metadata"]["traceparent"].split("-")[1] == TRACEPARENT.split("-")[1]
-    assert [e["id"] for e in await room_events(redis, "team-7")] == ["789:esc:1"]
+    team = await wait_for(lambda: room_events(redis, "team-7"))
+    assert [e["id"] for e in team] == ["789:esc:1"]
     got = (await stub_for(replica.port).Get(pb.GetRequest(alert_id="789"))).alert
     assert got.timeline[0].event == "triggered"
     assert got.timeline[0].by == "alert-manager"

@@ -54,7 +54,7 @@ async def test_escalation_fires_on_time(make_replica, stub_for, redis) -> None:
     assert 0 <= lag < 5000
     created = res.alert.created_at.ToMilliseconds()
     assert _ms(event["data"]["due_at"]) == created + 150
-    team = await room_events(redis, "team-7", "alert_escalated")
+    team = await wait_for(lambda: room_events(redis, "team-7", "alert_escalated"))
     assert [e["id"] for e in team] == ["789:esc:1"]
 
     got = (await stub.Get(pb.GetRequest(alert_id="789"))).alert
@@ -78,8 +78,9 @@ async def test_policy_levels_fire_in_order_then_stop(make_replica, stub_for, red
 
     events = await wait_for(two)
     assert [e["id"] for e in events] == ["a1:esc:1", "a1:esc:2"]
-    assert [e["id"] for e in await room_events(redis, "role-oncall_lead")] == ["a1:esc:2"]
-    assert [e["id"] for e in await room_events(redis, "user-42")] == ["a1:esc:2"]
+    for room in ("role-oncall_lead", "user-42"):
+        in_room = await wait_for(lambda r=room: room_events(redis, r))
+        assert [e["id"] for e in in_room] == ["a1:esc:2"]
     await asyncio.sleep(0.3)
     assert len(await room_events(redis, "alerts", "alert_escalated")) == 2
     got = (await stub.Get(pb.GetRequest(alert_id="a1"))).alert
@@ -124,7 +125,11 @@ async def test_acknowledge_after_escalation_reaches_escalated_rooms(
             actions=[action(0.05, "team-3"), action(30, "team-4")],
         )
     )
-    await wait_for(lambda: room_events(redis, "team-3", "alert_escalated"))
+
+    async def level_recorded() -> bool:
+        return (await stub.Get(pb.GetRequest(alert_id="a3"))).alert.levels_fired == 1
+
+    await wait_for(level_recorded)
     await stub.Acknowledge(pb.AcknowledgeRequest(alert_id="a3", by="7"))
     assert [e["id"] for e in await room_events(redis, "team-3", "alert_acknowledged")] == ["a3:ack"]
     assert await room_events(redis, "team-4") == []
@@ -337,10 +342,6 @@ async def test_three_replicas_fire_each_level_exactly_once(make_replica, stub_fo
 
     await wait_for(all_fired, timeout=30)
     await asyncio.sleep(0.5)
-    counts = escalation_counts(await room_events(redis, "alerts", "alert_escalated"))
-    assert counts == {(f"m{i}", level): 1 for i in range(n) for level in (1, 2)}
-    team1 = escalation_counts(await room_events(redis, "team-1", "alert_escalated"))
-    assert team1 == {(f"m{i}", 1): 1 for i in range(n)}
 
     async def all_recorded() -> bool:
         fired = sum(
@@ -354,6 +355,12 @@ async def test_three_replicas_fire_each_level_exactly_once(make_replica, stub_fo
 
     await wait_for(all_recorded)
     assert await redis.zcard(keys.ESC_DUE) == 0
+    counts = escalation_counts(await room_events(redis, "alerts", "alert_escalated"))
+    assert counts == {(f"m{i}", level): 1 for i in range(n) for level in (1, 2)}
+    team1 = escalation_counts(await room_events(redis, "team-1", "alert_escalated"))
+    assert team1 == {(f"m{i}", 1): 1 for i in range(n)}
+    team2 = escalation_counts(await room_events(redis, "team-2", "alert_escalated"))
+    assert team2 == {(f"m{i}", 2): 1 for i in range(n)}
 
 
 async def test_shutdown_hands_claimed_timers_back(make_replica, stub_for, redis) -> None:
