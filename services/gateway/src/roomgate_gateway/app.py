@@ -76,7 +76,9 @@ def create_app(
         compress = (query.get("compress") or [""])[0] in ("1", "deflate", "true")
         client = scope.get("client")
         ip = client[0] if client else "unknown"
-        await Connection(gateway, send, receive, ip, compress).run(token or None)
+        conn = Connection(gateway, send, receive, ip, compress)
+        del query, client  # nothing of the request outlives the handshake (the token least)
+        await conn.run(token or None)
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})

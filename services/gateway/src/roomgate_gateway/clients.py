@@ -15,7 +15,44 @@ from roomgate_common.errors import RoomgateError
 
 from roomgate_gateway.breaker import CircuitBreaker
 
-Principal = auth_pb2.Principal
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a connection is: a compact copy of the auth service's ``Principal`` message.
+
+    Holding the protobuf message itself would keep its whole arena alive for the life of
+    the connection; ``raw`` (its serialised form, ~100 bytes) rebuilds it for roomauthz.
+    """
+
+    kind: int
+    id: str
+    session_id: str
+    token_id: str
+    expires_at: int
+    roles: tuple[str, ...]
+    permissions: tuple[str, ...]
+    group_ids: tuple[str, ...]
+    team_ids: tuple[str, ...]
+    raw: bytes
+
+    @classmethod
+    def from_proto(cls, message: auth_pb2.Principal) -> Principal:
+        return cls(
+            kind=message.kind,
+            id=message.id,
+            session_id=message.session_id,
+            token_id=message.token_id,
+            expires_at=message.expires_at,
+            roles=tuple(message.roles),
+            permissions=tuple(message.permissions),
+            group_ids=tuple(message.group_ids),
+            team_ids=tuple(message.team_ids),
+            raw=message.SerializeToString(),
+        )
+
+    def to_proto(self) -> auth_pb2.Principal:
+        return auth_pb2.Principal.FromString(self.raw)
+
 
 KIND_NAMES = {
     auth_pb2.PRINCIPAL_KIND_USER: "user",
@@ -105,7 +142,7 @@ class AuthClient:
             self.breaker.success()
             raise AuthRejected("malformed") from None
         self.breaker.success()
-        return reply.principal
+        return Principal.from_proto(reply.principal)
 
     async def ready(self) -> bool:
         """The auth service answers its health check with SERVING."""
@@ -140,7 +177,7 @@ class RoomAuthzClient:
         try:
             reply = await self._stub.Authorize(
                 roomauthz_pb2.AuthorizeRequest(
-                    principal=principal,
+                    principal=principal.to_proto(),
                     room=room,
                     action=ACTIONS[action],
                     message_type=message_type,
@@ -158,7 +195,7 @@ class RoomAuthzClient:
         try:
             reply = await self._stub.AuthorizeMany(
                 roomauthz_pb2.AuthorizeManyRequest(
-                    principal=principal,
+                    principal=principal.to_proto(),
                     items=[roomauthz_pb2.RoomAction(room=r, action=ACTIONS[action]) for r in rooms],
                 ),
                 timeout=self._timeout,
