@@ -88,3 +88,15 @@ def test_skaffold_builds_every_dockerfile_and_sets_the_chart_images() -> None:
         assert field in values[svc]["image"], key
         assert template == f"{{{{.IMAGE_FULLY_QUALIFIED_roomgate_{svc}}}}}"
     assert {p["name"] for p in config["profiles"]} == {"dev", "prod"}
+
+
+def test_a_missing_kube_binary_fails_loudly(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Without the built tools the control plane raises (the fixture errors, never skips)."""
+    from roomgate_tools import controlplane
+    from roomgate_tools.procs import ProcessError
+
+    monkeypatch.setenv("ROOMGATE_KUBE_TOOLS", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(controlplane, "REPO_ROOT", tmp_path)
+    with pytest.raises(ProcessError, match="make kube-tools"):
+        controlplane.ControlPlane(tmp_path / "plane").start()
