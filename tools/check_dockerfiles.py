@@ -11,6 +11,7 @@ Rules, for services/<svc>/Dockerfile of each service in SERVICES:
 * no compiler or build toolchain is installed in the final stage;
 * the final stage runs as a non-root user (numeric ``USER uid:gid``, uid ≠ 0);
 * read-only-root-filesystem friendly: ``PYTHONDONTWRITEBYTECODE=1`` and no ``VOLUME``;
+* a ``Dockerfile.dockerignore`` beside it keeps the build context to the workspace and lock;
 * ``STOPSIGNAL SIGTERM`` and an exec-form (JSON) ``ENTRYPOINT`` that runs the service's console
   script ``roomgate-<svc>``;
 * where services/<svc>/pyproject.toml exists (some services are still being written), its
@@ -203,6 +204,15 @@ def check_service(svc: str) -> list[str]:
             problem(entry.line, f"ENTRYPOINT runs {argv[0]!r}, not the {dist} console script")
     if final.all("CMD") and not entrypoints:
         problem(final.line, "CMD without ENTRYPOINT")
+
+    # A small build context: the repository root minus .venv, .cache, .git...
+    ignore = path.with_name("Dockerfile.dockerignore")
+    if not ignore.exists():
+        problem(0, f"{ignore.name} missing (the context would carry .venv and .cache)")
+    else:
+        lines = [ln.strip() for ln in ignore.read_text().splitlines()]
+        if "**" not in lines or "!uv.lock" not in lines:
+            problem(0, f"{ignore.name} must exclude everything (**) but the workspace and uv.lock")
 
     # The distribution and its console script, where the service's code exists already.
     pyproject = path.parent / "pyproject.toml"
