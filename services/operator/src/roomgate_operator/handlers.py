@@ -1,6 +1,6 @@
 """kopf handlers: thin, they translate between kopf and ``Reconciler`` (reconcile.py).
 
-* login: kopf's own kubernetes_asyncio login (in-cluster, else $KUBECONFIG);
+* login: the credentials kube.load_configuration finds (the same as our own client's);
 * startup/cleanup: the Redis client and the Kubernetes client live in kopf's memo;
 * create/update/resume of a GatewayPolicy: publish its limits at once (seconds count: the
   gateways apply them to live connections);
@@ -23,7 +23,14 @@ from roomgate_common.redis_adapter import connect
 
 from roomgate_operator.bus import PolicyBus
 from roomgate_operator.errors import KubeUnavailable, NotFound
-from roomgate_operator.kube import GROUP, PLURAL, VERSION, KubeClient, load_configuration
+from roomgate_operator.kube import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    KubeClient,
+    bearer_token,
+    load_configuration,
+)
 from roomgate_operator.policy import InvalidPolicy
 from roomgate_operator.reconcile import Meta, PolicyState, Reconciler
 from roomgate_operator.settings import OperatorSettings
@@ -45,8 +52,17 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return await kopf.login_via_async_client(**kwargs)
+    async def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        cfg = await load_configuration(config.kubeconfig)
+        return kopf.ConnectionInfo(
+            server=str(cfg.host),
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            token=await bearer_token(cfg),
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            trust_env=settings.networking.trust_env,
+        )
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -56,7 +72,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
         settings.watching.server_timeout = 300
-        kube = KubeClient(await load_configuration())
+        kube = KubeClient(await load_configuration(config.kubeconfig))
         memo["kube"] = kube
         memo["redis"] = redis = connect(config.redis_url, name="roomgate-operator")
         memo["reconciler"] = Reconciler(config, kube, PolicyBus(redis))

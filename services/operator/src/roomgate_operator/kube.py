@@ -9,6 +9,7 @@ race) and ``NotFound``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,18 +51,30 @@ async def _translate(what: str) -> AsyncIterator[None]:
         raise KubeUnavailable(f"{what}: {exc.__class__.__name__}") from exc
 
 
-async def load_configuration() -> client.Configuration:
-    """In-cluster service account, else $KUBECONFIG (or ~/.kube/config): the same sources,
-    in the same order, as kopf's own login (``kopf.login_via_async_client``)."""
+async def load_configuration(kubeconfig: str = "") -> client.Configuration:
+    """``kubeconfig`` when given; else the in-cluster service account; else $KUBECONFIG
+    (or ~/.kube/config). kopf logs in with the same (handlers.login)."""
     cfg = client.Configuration()
     try:
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    except ConfigException:
-        try:
-            await config.load_kube_config(client_configuration=cfg)
-        except (ConfigException, OSError) as exc:
-            raise OperatorError(f"no Kubernetes credentials: {exc}") from exc
+        if not kubeconfig:
+            try:
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                return cfg
+            except ConfigException:
+                pass
+        await config.load_kube_config(config_file=kubeconfig or None, client_configuration=cfg)
+    except (ConfigException, OSError) as exc:
+        raise OperatorError(f"no Kubernetes credentials: {exc}") from exc
     return cfg
+
+
+async def bearer_token(cfg: client.Configuration) -> str | None:
+    """The token a Configuration sends (service account, kubeconfig token or provider)."""
+    maybe: Any = cfg.get_api_key_with_prefix("BearerToken")  # awaitable in recent versions
+    header = await maybe if inspect.isawaitable(maybe) else maybe
+    if not header:
+        return None
+    return str(header).split(" ", 1)[-1]
 
 
 class KubeClient:

@@ -17,3 +17,5 @@ class OperatorSettings(ServiceSettings):
     health_listen: str = "127.0.0.1:8081"
     # Seconds between two reconciles of a policy (connections, status, scaling).
     reconcile_interval: float = Field(default=5.0, gt=0, le=300)
+    # A kubeconfig file; empty: the in-cluster service account, else $KUBECONFIG.
+    kubeconfig: str = ""

@@ -1,0 +1,314 @@
+"""The operator end to end: kopf (KopfRunner) against a real kube-apiserver, real Redis and
+a real `roomgate-gateway` process whose gateway id is a pod of the target Deployment.
+
+A policy's limits reach the live gateway (a new connection past the new per-IP limit is
+refused, existing ones stay), the status shows the applied generation, connection counts
+scale the Deployment through its scale subresource (deletion costs and drains before a
+step down), and invalid policies are refused by the API server or reported Degraded while
+the operator keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from roomgate_auth.server import AuthServer
+from roomgate_auth.tokens import Principal, PrincipalKind
+from roomgate_common import keys
+from roomgate_common.redis_adapter import connect
+from roomgate_tools.procs import ManagedProcess, free_port, wait_for_port
+
+from tests.gateway.conftest import recv, recv_until, send, services
+from tests.operator.conftest import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    MERGE,
+    PODS,
+    POLICIES,
+    Cluster,
+    condition,
+    dump,
+    eventually,
+    gateway_policy,
+    run_operator,
+)
+
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+@asynccontextmanager
+async def real_gateway(
+    redis_url: str, gateway_id: str, tmp_path: Path
+) -> AsyncIterator[tuple[str, AuthServer]]:
+    """`roomgate-gateway` as a process with auth and roomauthz in this test; yields its URL
+    and the auth server (to mint tokens)."""
+    async with services(redis_url) as (auth, authz):
+        port = free_port()
+        proc = ManagedProcess(
+            [str(Path(sys.executable).parent / "roomgate-gateway")],
+            log_path=tmp_path / f"{gateway_id}.log",
+            env={
+                "ROOMGATE_GATEWAY_ID": gateway_id,
+                "ROOMGATE_LISTEN": f"127.0.0.1:{port}",
+                "ROOMGATE_REDIS_URL": redis_url,
+                "ROOMGATE_AUTH_ADDR": f"127.0.0.1:{auth.port}",
+                "ROOMGATE_ROOMAUTHZ_ADDR": f"127.0.0.1:{authz.port}",
+                "ROOMGATE_PRESENCE_INTERVAL": "0.5",
+                "ROOMGATE_MAX_CONNECTIONS_PER_IP": "10",
+                "ROOMGATE_MAX_CONNECTIONS_PER_USER": "100",
+                "ROOMGATE_DRAIN_SECONDS": "0.5",
+                "ROOMGATE_SHUTDOWN_GRACE": "2",
+            },
+        )
+        proc.start()
+        try:
+            await asyncio.to_thread(wait_for_port, port, 20)
+            yield f"ws://127.0.0.1:{port}/ws", auth
+        finally:
+            proc.stop(timeout=5)
+            assert "Traceback" not in proc.output(), proc.output()[-3000:]
+
+
+def token(auth: AuthServer, uid: str) -> str:
+    principal = Principal(kind=PrincipalKind.USER, id=uid, permissions=("view_system",))
+    return auth.policy.mint(principal)[0]
+
+
+async def try_connect(url: str) -> tuple[str, int | None, Any]:
+    """("welcome", None, ws) or (error code, close code, None)."""
+    ws = await websockets.connect(url)
+    first = await recv(ws)
+    if first["type"] == "welcome":
+        return "welcome", None, ws
+    try:
+        await asyncio.wait_for(ws.wait_closed(), 5)
+    finally:
+        code = ws.close_code
+    return first["data"]["code"], code, None
+
+
+async def write_presence(redis: Any, pod: str, connections: int, generation: int = 0) -> None:
+    """The presence a gateway of this pod would report (a fake pod's)."""
+    await redis.hset(
+        keys.gateway_presence(pod),
+        mapping={
+            "connections": connections,
+            "rooms": 0,
+            "applied_generation": generation,
+            "draining": 0,
+            "ts": time.time(),
+        },
+    )
+    await redis.expire(keys.gateway_presence(pod), 120)
+
+
+@pytest.mark.timeout(90)
+async def test_policy_reaches_live_gateway_and_connections_scale_the_deployment(
+    cluster: Cluster, redis_url: str, tmp_path: Path
+) -> None:
+    """kubectl apply -> the live gateway refuses a connection past the new per-IP limit within
+    5 s (existing ones stay), status shows the applied generation; connection counts scale
+    the Deployment up at once and down one drained pod per step, emptiest first."""
+    redis = connect(redis_url)
+    await cluster.create_pod("gateway-a")
+    async with real_gateway(redis_url, "gateway-a", tmp_path) as (url, auth):
+        with run_operator(cluster, redis_url) as operator:
+            existing = []
+            for uid in ("1", "2"):
+                kind, _, ws = await try_connect(f"{url}?token={token(auth, uid)}")
+                assert kind == "welcome"
+                existing.append(ws)
+
+            # --- limits: kubectl apply -> enforced on the live gateway -----------------
+            spec = {
+                "limits": {"maxConnectionsPerIp": 2, "maxMessageBytes": 4096},
+                "scaling": {
+                    "minReplicas": 1,
+                    "maxReplicas": 4,
+                    "targetConnectionsPerPod": 10,
+                    "scaleUpStabilizationSeconds": 0,
+                    "scaleDownStabilizationSeconds": 0,
+                    "maxPodsRemovedPerStep": 1,
+                    "drainTimeoutSeconds": 5,
+                },
+            }
+            started = time.monotonic()
+            await cluster.ok("POST", POLICIES, gateway_policy("gateway", **spec))
+            attempts = 0
+            while True:
+                attempts += 1
+                kind, close, ws = await try_connect(f"{url}?token={token(auth, '3')}")
+                if ws is None:
+                    break
+                await ws.close()
+                assert time.monotonic() - started < 5, "limit not enforced within 5 s"
+                await asyncio.sleep(0.05)
+            enforced = time.monotonic() - started
+            assert (kind, close) == ("connection_limit", 4029)
+            assert enforced < 5
+            for ws in existing:  # lowered limits do not drop live connections
+                await send(ws, {"type": "ping"})
+                assert (await recv_until(ws, lambda m: m["type"] == "pong"))["type"] == "pong"
+
+            live = await redis.hgetall(keys.LIVE_POLICY)
+            assert int(live[b"generation"]) == 1
+            assert json.loads(live[b"limits"]) == spec["limits"]
+            cm = await cluster.ok("GET", CONFIGMAPS + "/gateway-limits")
+            assert json.loads(cm["data"]["limits.json"]) == spec["limits"]
+            assert cm["metadata"]["ownerReferences"][0]["kind"] == "GatewayPolicy"
+
+            policy = await eventually(
+                lambda: cluster.policy("gateway"),
+                lambda p: condition(p, "Applied").get("status") == "True",
+                what="Applied",
+            )
+            status = policy["status"]
+            assert status["appliedGeneration"] == policy["metadata"]["generation"] == 1
+            assert status["podConnections"] == {"gateway-a": 2}
+            assert condition(policy, "Ready")["status"] == "True"
+            assert condition(policy, "Degraded")["status"] == "False"
+
+            # --- scale up: 2 real + 25 reported by a fake pod = 27 -> ceil(27/10) = 3 -----
+            await cluster.create_pod("gateway-b")
+            await cluster.create_pod("gateway-c")
+            await write_presence(redis, "gateway-b", 25, generation=1)
+            await write_presence(redis, "gateway-c", 0, generation=1)
+            await eventually(cluster.replicas, lambda r: r == 3, what="3 replicas")
+            policy = await eventually(
+                lambda: cluster.policy("gateway"),
+                lambda p: p["status"].get("currentReplicas") == 3,
+                what="status at 3 replicas",
+            )
+            assert policy["status"]["observedConnections"] == 27
+            assert policy["status"]["desiredReplicas"] == 3
+            assert policy["status"]["lastScaleTime"]
+            scaled_up = policy["status"]
+
+            # --- scale down: gateway-b empties -> 2 connections -> 1 replica, one step at a
+            # time, each step drains the emptiest pod first and marks it cheapest to delete.
+            pubsub = redis.pubsub()
+            channels = {keys.gateway_control_channel(p): p for p in ("gateway-b", "gateway-c")}
+            await pubsub.subscribe(*channels, keys.gateway_control_channel("gateway-a"))
+            await write_presence(redis, "gateway-b", 0, generation=1)
+            await eventually(cluster.replicas, lambda r: r == 2, what="2 replicas")
+            pods = await cluster.ok("GET", PODS)
+            costs = {
+                p["metadata"]["name"]: p["metadata"].get("annotations", {}).get(DELETION_COST)
+                for p in pods["items"]
+            }
+            assert costs == {"gateway-a": "2", "gateway-b": "-1", "gateway-c": "0"}
+            drained = await next_drain(pubsub)
+            assert drained == (keys.gateway_control_channel("gateway-b"), 1.0)
+
+            # The ReplicaSet controller would now delete gateway-b (cheapest): do its job.
+            await cluster.ok("DELETE", PODS + "/gateway-b")
+            await redis.delete(keys.gateway_presence("gateway-b"))
+            await eventually(cluster.replicas, lambda r: r == 1, what="1 replica")
+            drained = await next_drain(pubsub)
+            assert drained == (keys.gateway_control_channel("gateway-c"), 1.0)
+            policy = await eventually(
+                lambda: cluster.policy("gateway"),
+                lambda p: (
+                    p["status"].get("currentReplicas") == 1 and "scaleDown" not in p["status"]
+                ),
+                what="status at 1 replica",
+            )
+            assert condition(policy, "Ready")["status"] == "True"
+            # The real gateway was never asked to drain: its clients are still here.
+            for ws in existing:
+                await send(ws, {"type": "ping"})
+                assert (await recv_until(ws, lambda m: m["type"] == "pong"))["type"] == "pong"
+            assert await asyncio.to_thread(operator.alive)
+            await pubsub.aclose()
+            for ws in existing:
+                await ws.close()
+    await redis.aclose()
+    # (KopfRunner's click runner captures stdout while the operator runs: print after.)
+    print(f"\napply -> per-IP limit enforced on the live gateway: {enforced:.2f} s")
+    print(f"({attempts} connection attempts); status after the scale-up:\n{dump(scaled_up)}")
+
+
+async def next_drain(pubsub: Any, timeout: float = 10.0) -> tuple[str, float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if msg is not None:
+            command = json.loads(msg["data"])
+            assert command["command"] == "drain"
+            return msg["channel"].decode(), float(command["fraction"])
+    raise AssertionError("no drain command")
+
+
+async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_url: str) -> None:
+    """Wrong types and ranges are refused by the API server (schema and CEL); a second policy
+    for the same Deployment and a missing target are Degraded; the operator keeps running
+    and the valid policy stays Ready."""
+    bad = [
+        {"limits": {"maxConnectionsPerIp": "ten"}},
+        {"limits": {"maxConnectionsPerIp": 0}},
+        {"limits": {"heartbeatIntervalSeconds": 30, "heartbeatTimeoutSeconds": 10}},
+        {"scaling": {"minReplicas": 5, "maxReplicas": 2}},
+        {"scaling": {"targetConnectionsPerPod": -1}},
+    ]
+    for spec in bad:
+        status, body = await cluster.call("POST", POLICIES, gateway_policy("bad", **spec))
+        assert status == 422, (spec, status, body.get("message"))
+    status, body = await cluster.call(
+        "POST", POLICIES, gateway_policy("bad", scaling={"minReplicas": 3, "maxReplicas": 1})
+    )
+    assert "minReplicas must not exceed maxReplicas" in str(body.get("message"))
+
+    await cluster.ok("POST", POLICIES, gateway_policy("first", limits={"maxConnectionsPerIp": 5}))
+    with run_operator(cluster, redis_url) as operator:
+        await eventually(
+            lambda: cluster.policy("first"),
+            lambda p: condition(p, "Degraded").get("status") == "False",
+            what="first reconciled",
+        )
+        await asyncio.sleep(1.1)  # creationTimestamp has a one-second resolution
+        await cluster.ok(
+            "POST", POLICIES, gateway_policy("second", limits={"maxConnectionsPerIp": 50})
+        )
+        await cluster.ok("POST", POLICIES, gateway_policy("orphan", target="no-such-deployment"))
+        second = await eventually(
+            lambda: cluster.policy("second"),
+            lambda p: condition(p, "Degraded").get("status") == "True",
+            what="second Degraded",
+        )
+        assert condition(second, "Degraded")["reason"] == "Conflict"
+        assert "first" in condition(second, "Degraded")["message"]
+        assert condition(second, "Ready")["status"] == "False"
+        orphan = await eventually(
+            lambda: cluster.policy("orphan"),
+            lambda p: condition(p, "Degraded").get("status") == "True",
+            what="orphan Degraded",
+        )
+        assert condition(orphan, "Degraded")["reason"] == "TargetNotFound"
+
+        # The live policy is still the first one's, and it keeps being reconciled.
+        redis = connect(redis_url)
+        live = await redis.hgetall(keys.LIVE_POLICY)
+        await redis.aclose()
+        assert json.loads(live[b"limits"]) == {"maxConnectionsPerIp": 5}
+        await cluster.ok(
+            "PATCH",
+            POLICIES + "/first",
+            {"spec": {"limits": {"maxConnectionsPerIp": 7}}},
+            content_type=MERGE,
+        )
+        await eventually(
+            lambda: cluster.policy("first"),
+            lambda p: p.get("status", {}).get("observedGeneration") == 2,
+            what="first at generation 2",
+        )
+        assert await asyncio.to_thread(operator.alive)
+        # The Deployment was never touched by a policy that does not govern it.
+        assert (await cluster.ok("GET", DEPLOYMENTS + "/gateway"))["spec"]["replicas"] == 1
