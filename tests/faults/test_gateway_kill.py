@@ -29,14 +29,16 @@ pytestmark = pytest.mark.timeout(90)  # the stack's six processes start slowly o
 ROOMS = ("system", "tasks")
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_sigkill_gateway_clients_end_with_every_message_once_in_order(
-    local_stack: LocalStack,
+    local_stack: LocalStack, transport: str
 ) -> None:
-    """SIGKILL one gateway mid-stream: its clients move to the other and miss nothing, duplicate nothing."""
+    """SIGKILL one gateway mid-stream: its clients (WebSocket or HTTP fallback) move to the other and miss nothing, duplicate nothing."""
     stack = local_stack
+    url = stack.ws_url() if transport == "websocket" else f"{stack.lb_http}/sse"
     clients = [
         RoomgateClient(
-            stack.ws_url(),
+            url,
             stack.token(str(100 + i), perms=USER_PERMS),
             rooms=ROOMS,
             name=f"c{i}",

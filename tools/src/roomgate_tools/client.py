@@ -7,6 +7,9 @@ exactly once and in order across gateway crashes, drains and Redis outages.
     client.ids("system")                 # message ids received, in order, no duplicates
     await client.stop()
 
+A ``ws://…/ws`` URL speaks WebSocket; an ``http://…/sse`` URL speaks the HTTP fallback (SSE
+stream + POST, docs/protocol.md "HTTP fallback"), with everything below the same.
+
 What it does (docs/protocol.md, "Delivery, ordering and recovery"):
 
 * connects through the load balancer and keeps its cookies (``roomgate-affinity``), so a
@@ -37,10 +40,11 @@ import json
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -77,6 +81,159 @@ class RoomState:
     lost: list[tuple[str, int | None]] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- transports
+class LinkClosed(Exception):
+    """The transport ended; ``code`` is the close code (1006 when none was received)."""
+
+    def __init__(self, code: int = CLOSE_ABNORMAL) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _WebSocketLink:
+    """``/ws``: one text frame per message."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(
+        cls, url: str, token: str, cookies: dict[str, str], open_timeout: float
+    ) -> _Link:
+        ws = await websockets.connect(
+            f"{url}{'&' if '?' in url else '?'}token={token}",
+            additional_headers=_cookie_header(cookies),
+            open_timeout=open_timeout,
+            max_size=None,
+        )
+        if ws.response is not None:
+            _keep_cookies(cookies, ws.response.headers.get_all("Set-Cookie"))
+        return cls(ws)
+
+    async def recv(self) -> str:
+        try:
+            frame = await self.ws.recv()
+        except ConnectionClosed as exc:
+            raise LinkClosed(exc.rcvd.code if exc.rcvd is not None else CLOSE_ABNORMAL) from None
+        return frame if isinstance(frame, str) else frame.decode()
+
+    async def send(self, text: str) -> None:
+        try:
+            await self.ws.send(text)
+        except ConnectionClosed as exc:
+            raise LinkClosed(exc.rcvd.code if exc.rcvd is not None else CLOSE_ABNORMAL) from None
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class _SseLink:
+    """The HTTP fallback (docs/protocol.md): ``GET /sse`` streams frames, ``POST`` sends."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, response: httpx.Response, cookies: dict[str, str]
+    ) -> None:
+        self.http = http
+        self.response = response
+        self.cookies = cookies
+        self.session: dict[str, str] = {}
+        self._events = self._read()
+
+    @classmethod
+    async def open(
+        cls, url: str, token: str, cookies: dict[str, str], open_timeout: float
+    ) -> _Link:
+        http = httpx.AsyncClient(timeout=httpx.Timeout(open_timeout, read=None))
+        try:
+            request = http.build_request(
+                "GET", url, params={"token": token}, headers=_cookie_header(cookies)
+            )
+            response = await http.send(request, stream=True)
+        except BaseException:
+            await http.aclose()
+            raise
+        link = cls(http, response, cookies)
+        try:
+            if response.status_code != 200:
+                raise LinkClosed(CLOSE_ABNORMAL)
+            _keep_cookies(cookies, response.headers.get_list("set-cookie"))
+            event, data = await link._next()
+            if event != "session":
+                raise LinkClosed(CLOSE_ABNORMAL)
+            link.session = json.loads(data)
+        except BaseException:
+            await link.close()
+            raise
+        return link
+
+    async def _read(self) -> AsyncIterator[tuple[str, str]]:
+        event, data = "message", []
+        async for line in self.response.aiter_lines():
+            if line == "":
+                if data:
+                    yield event, "\n".join(data)
+                event, data = "message", []
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+
+    async def _next(self) -> tuple[str, str]:
+        try:
+            return await anext(self._events)
+        except (StopAsyncIteration, httpx.HTTPError):
+            raise LinkClosed(CLOSE_ABNORMAL) from None
+
+    async def recv(self) -> str:
+        while True:
+            event, data = await self._next()
+            if event == "message":
+                return data
+            if event == "close":
+                raise LinkClosed(int(json.loads(data).get("code", CLOSE_ABNORMAL)))
+
+    async def send(self, text: str) -> None:
+        base = self.response.request.url
+        try:
+            response = await self.http.post(
+                base.join(self.session["post"]),
+                content=text.encode(),
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Roomgate-Session-Secret": self.session["secret"],
+                    **_cookie_header(self.cookies),
+                },
+            )
+        except httpx.HTTPError:
+            raise LinkClosed(CLOSE_ABNORMAL) from None
+        if response.status_code != 202:
+            raise LinkClosed(CLOSE_ABNORMAL)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.response.aclose()
+        with contextlib.suppress(Exception):
+            await self._events.aclose()  # type: ignore[attr-defined]
+        await self.http.aclose()
+
+
+_Link = _WebSocketLink | _SseLink
+
+
+def _cookie_header(cookies: dict[str, str]) -> dict[str, str]:
+    if not cookies:
+        return {}
+    return {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+
+
+def _keep_cookies(cookies: dict[str, str], set_cookie: Iterable[str]) -> None:
+    for header in set_cookie:
+        pair = header.split(";", 1)[0]
+        if "=" in pair:
+            name, value = pair.split("=", 1)
+            cookies[name.strip()] = value.strip()
+
+
 class RoomgateClient:
     def __init__(
         self,
@@ -107,7 +264,7 @@ class RoomgateClient:
         self.closes: list[int] = []
         self.errors: list[dict[str, Any]] = []
         self.fatal: BaseException | None = None
-        self._ws: ClientConnection | None = None
+        self._link: _Link | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -123,9 +280,9 @@ class RoomgateClient:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._ws is not None:
+        if self._link is not None:
             with contextlib.suppress(Exception):
-                await self._ws.close()
+                await self._link.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -134,13 +291,13 @@ class RoomgateClient:
     async def subscribe(self, room: str) -> None:
         self._wanted.add(room)
         self.rooms.setdefault(room, RoomState())
-        if self._ws is not None:
-            with contextlib.suppress(ConnectionClosed):
-                await self._subscribe(self._ws, room)
+        if self._link is not None:
+            with contextlib.suppress(LinkClosed):
+                await self._subscribe(self._link, room)
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None
+        return self._link is not None
 
     @property
     def all_subscribed(self) -> bool:
@@ -185,36 +342,31 @@ class RoomgateClient:
 
     async def _loop(self) -> None:
         attempt = 0
+        opener = _SseLink.open if self.url.startswith("http") else _WebSocketLink.open
         while not self._stopping:
             hint: float | None = None
             code = CLOSE_ABNORMAL
             try:
-                ws = await websockets.connect(
-                    f"{self.url}{'&' if '?' in self.url else '?'}token={self._token_now()}",
-                    additional_headers=self._cookie_header(),
-                    open_timeout=self.open_timeout,
-                    max_size=None,
-                )
-            except (OSError, TimeoutError, InvalidHandshake):
+                link = await opener(self.url, self._token_now(), self.cookies, self.open_timeout)
+            except (OSError, TimeoutError, InvalidHandshake, httpx.HTTPError, LinkClosed):
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1
                 continue
-            self._keep_cookies(ws)
             before = self.connects
             try:
-                hint = await self._session(ws)
-            except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd is not None else CLOSE_ABNORMAL
+                hint = await self._session(link)
+            except LinkClosed as exc:
+                code = exc.code
                 hint = getattr(exc, "hint", None)
             finally:
                 if self.connects > before:  # it got as far as `welcome`: back off from scratch
                     attempt = 0
-                self._ws = None
+                self._link = None
                 for state in self.rooms.values():
                     state.subscribed = False
                     state.resyncing = False
                 with contextlib.suppress(Exception):
-                    await ws.close()
+                    await link.close()
             self.closes.append(code)
             if self._stopping:
                 return
@@ -224,69 +376,55 @@ class RoomgateClient:
             await asyncio.sleep(hint if hint is not None else self._backoff(attempt))
             attempt += 1
 
-    def _cookie_header(self) -> dict[str, str]:
-        if not self.cookies:
-            return {}
-        return {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
-
-    def _keep_cookies(self, ws: ClientConnection) -> None:
-        response = ws.response
-        if response is None:
-            return
-        for header in response.headers.get_all("Set-Cookie"):
-            pair = header.split(";", 1)[0]
-            if "=" in pair:
-                name, value = pair.split("=", 1)
-                self.cookies[name.strip()] = value.strip()
-
-    async def _session(self, ws: ClientConnection) -> float | None:
+    async def _session(self, link: _Link) -> float | None:
         """One connection, from `welcome` to its end; returns a `reconnect` hint delay."""
         hint: float | None = None
-        welcome = json.loads(await ws.recv())
+        welcome = json.loads(await link.recv())
         if welcome.get("type") != "welcome":
             self._note(welcome)
-            await ws.recv()  # the close that follows an error raises ConnectionClosed
+            await link.recv()  # the close that follows an error raises LinkClosed
             return None
         self.connects += 1
         self.gateways.append(str(welcome["data"].get("gateway")))
-        self._ws = ws
-        pinger = asyncio.create_task(self._ping(ws, float(welcome["data"]["heartbeat_interval"])))
+        self._link = link
+        beat = float(welcome["data"]["heartbeat_interval"])
+        pinger = asyncio.create_task(self._ping(link, beat))
         try:
             for room in sorted(self._wanted):
-                await self._subscribe(ws, room)
+                await self._subscribe(link, room)
             while True:
                 try:
-                    frame = json.loads(await ws.recv())
-                except ConnectionClosed as exc:
+                    frame = json.loads(await link.recv())
+                except LinkClosed as exc:
                     exc.hint = hint  # type: ignore[attr-defined]
                     raise
                 for msg in _unpack(frame):
                     if msg.get("type") == "reconnect":
                         hint = float(msg.get("data", {}).get("delay_ms", 0)) / 1000
                     else:
-                        await self._on_message(ws, msg)
+                        await self._on_message(link, msg)
         finally:
             pinger.cancel()
 
-    async def _ping(self, ws: ClientConnection, interval: float) -> None:
-        with contextlib.suppress(ConnectionClosed):
+    async def _ping(self, link: _Link, interval: float) -> None:
+        with contextlib.suppress(LinkClosed):
             while True:
                 await asyncio.sleep(interval)
-                await ws.send(json.dumps({"type": "ping", "timestamp": time.time()}))
+                await link.send(json.dumps({"type": "ping", "timestamp": time.time()}))
 
-    async def _subscribe(self, ws: ClientConnection, room: str) -> None:
+    async def _subscribe(self, link: _Link, room: str) -> None:
         state = self.rooms[room]
         data: dict[str, Any] = {"room": room}
         if state.offset is not None and state.epoch:
             data["since"] = {"offset": state.offset, "epoch": state.epoch}
-        await ws.send(json.dumps({"type": "subscribe", "data": data}))
+        await link.send(json.dumps({"type": "subscribe", "data": data}))
 
     # ------------------------------------------------------------------ messages
     def _note(self, msg: dict[str, Any]) -> None:
         if msg.get("type") == "error":
             self.errors.append(msg.get("data", {}))
 
-    async def _on_message(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+    async def _on_message(self, link: _Link, msg: dict[str, Any]) -> None:
         type_ = msg.get("type")
         data = msg.get("data") or {}
         if type_ == "subscribed":
@@ -315,8 +453,8 @@ class RoomgateClient:
             # A gap: something was lost live. Recover from the last offset seen.
             state.resyncing = True
             state.subscribed = False
-            await ws.send(json.dumps({"type": "unsubscribe", "data": {"room": room}}))
-            await self._subscribe(ws, room)
+            await link.send(json.dumps({"type": "unsubscribe", "data": {"room": room}}))
+            await self._subscribe(link, room)
             return
         self.seen.add(msg["id"])
         state.messages.append(msg)
