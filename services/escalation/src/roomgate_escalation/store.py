@@ -7,7 +7,7 @@ script takes the time from Redis (``TIME``), so all replicas share one clock. Ke
 Timers: ``ESC_DUE`` holds alert id -> due time (ms) of the alert's next level. ``claim``
 atomically takes the due members, moves their score to ``now + lease`` and records a claim
 token in ``ESC_CLAIMS``; a replica that dies after claiming simply lets the lease run out
-and the timer becomes due again for everyone. ``begin_fire``/``set_intent`` check the token
+and the timer becomes due again for everyone. ``begin_fire`` checks the token
 *and* that the lease has at least ``margin`` left (fencing); ``complete_fire`` checks the
 token, records the level and schedules the next one; ``release`` hands a claim back (due
 at once) on shutdown.
@@ -16,8 +16,9 @@ at once) on shutdown.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from redis.exceptions import ResponseError
@@ -118,19 +119,15 @@ if (not f[1]) or f[1] == 'acknowledged' or f[1] == 'resolved' then
   redis.call('ZREM', KEYS[3], ARGV[1])
   return {'closed'}
 end
-return {'ok', now, f[2], f[3], f[4], f[5] or '', f[6] or '', f[7], f[8], f[9] or '', f[10]}
-"""
-)
-
-SET_INTENT = (
-    _NOW
-    + _FENCE
-    + """
--- ARGV[4] level (0-based), ARGV[5] intent JSON
-if not fenced() then return 'lost' end
-if tonumber(redis.call('HGET', KEYS[1], 'level')) ~= tonumber(ARGV[4]) then return 'stale' end
-redis.call('HSET', KEYS[1], 'intent', ARGV[5])
-return 'ok'
+-- The intent ("<level>:<ms>") says this level's publishing may have started at <ms>. One
+-- left by a replica that died is returned (the caller recovers); else a new one is set.
+local previous = ''
+if f[6] then
+  local lv = string.match(f[6], '^(%d+):')
+  if lv and tonumber(lv) == tonumber(f[2]) then previous = f[6] end
+end
+if previous == '' then redis.call('HSET', KEYS[1], 'intent', f[2] .. ':' .. now) end
+return {'ok', now, f[2], f[3], f[4], f[5] or '', previous, f[7], f[8], f[9] or '', f[10]}
 """
 )
 
@@ -269,7 +266,7 @@ class FireStart:
     plan_json: str
     created_ms: int
     due_ms: int
-    intent: dict[str, Any] | None
+    recover_since_ms: int | None  # set when an earlier holder may have published already
     data_json: str
     severity: str
     traceparent: str
@@ -308,7 +305,6 @@ class EscalationStore:
         self._trigger = redis.register_script(TRIGGER)
         self._claim = redis.register_script(CLAIM)
         self._begin = redis.register_script(BEGIN_FIRE)
-        self._intent = redis.register_script(SET_INTENT)
         self._complete = redis.register_script(COMPLETE_FIRE)
         self._release = redis.register_script(RELEASE)
         self._ack = redis.register_script(ACKNOWLEDGE)
@@ -403,29 +399,19 @@ class EscalationStore:
             )
         if _s(res[0]) != "ok":
             return None
-        intent = _s(res[6])
+        previous = _s(res[6])
         return FireStart(
             now_ms=int(res[1]),
             level=int(_s(res[2]) or 0),
             plan_json=_s(res[3]) or "[]",
             created_ms=int(_s(res[4]) or 0),
             due_ms=int(_s(res[5]) or 0),
-            intent=json.loads(intent) if intent else None,
+            recover_since_ms=int(previous.split(":")[1]) if previous else None,
             data_json=_s(res[7]) or "{}",
             severity=_s(res[8]),
             traceparent=_s(res[9]),
             title=_s(res[10]),
         )
-
-    async def set_intent(
-        self, alert_id: str, token: str, margin_ms: int, level: int, offsets: dict[str, int]
-    ) -> bool:
-        intent = json.dumps({"level": level, "offsets": offsets}, separators=(",", ":"))
-        async with translate_errors("set intent"):
-            res = await self._intent(
-                keys=self._fence_keys(alert_id), args=[alert_id, token, margin_ms, level, intent]
-            )
-        return _s(res) == "ok"
 
     async def complete_fire(
         self,
@@ -466,43 +452,40 @@ class EscalationStore:
 
     # --- rooms (recovery of an interrupted fire) ------------------------------------------
 
-    async def room_offsets(self, rooms: Iterable[str]) -> dict[str, int]:
-        """The current position of each room (0 for a room never published into)."""
-        rooms = list(rooms)
-        async with (
-            translate_errors("room offsets"),
-            self.redis.pipeline(transaction=False) as pipe,
-        ):
-            for room in rooms:
-                pipe.hget(keys.room_meta(room), "offset")
-            values = await pipe.execute()
-        return {room: int(_s(v) or 0) for room, v in zip(rooms, values, strict=True)}
-
-    async def history_contains(self, room: str, after_offset: int, envelope_id: str) -> bool | None:
-        """Whether the room's history after ``after_offset`` holds the envelope; None when
-        history was trimmed past that point and the answer is unknown."""
+    async def history_contains(
+        self, room: str, since_ms: int, envelope_id: str, *, skew_ms: int = 60_000
+    ) -> bool | None:
+        """Whether the room's history holds the envelope, scanning back from the newest entry
+        to the first one published before ``since_ms - skew_ms`` (envelope timestamps come
+        from the publishers' clocks). None when the history was trimmed before that point
+        and the answer is unknown."""
         needle = b'{"id":' + json.dumps(envelope_id).encode() + b","
-        start = f"{after_offset + 1}-0"
         stream = keys.room_history(room)
+        end = "+"
         async with translate_errors("history scan"):
-            first = cast(list[Any], await self.redis.xrange(stream, count=1))
             while True:
                 page = cast(
                     list[tuple[bytes, dict[bytes, bytes]]],
-                    await self.redis.xrange(stream, min=start, count=200),
+                    await self.redis.xrevrange(stream, max=end, count=200),
                 )
                 for _entry_id, fields in page:
-                    if fields.get(b"m", b"").startswith(needle):
+                    raw = fields.get(b"m", b"")
+                    if raw.startswith(needle):
                         return True
+                    try:
+                        stamp = json.loads(raw).get("timestamp", "")
+                        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                    except (ValueError, AttributeError):
+                        continue
+                    if moment.timestamp() * 1000 < since_ms - skew_ms:
+                        return False
                 if len(page) < 200:
                     break
-                last = _s(page[-1][0])
-                start = "(" + last
-        if first:
-            first_offset = int(_s(first[0][0]).split("-")[0])
-            if first_offset > after_offset + 1:
-                return None
-        return False
+                end = "(" + _s(page[-1][0])
+            first = cast(list[Any], await self.redis.xrange(stream, count=1))
+        if not first or _s(first[0][0]) == "1-1":
+            return False  # nothing was ever trimmed: the whole history was scanned
+        return None
 
     # --- acknowledge / resolve ------------------------------------------------------------
 

@@ -2,17 +2,20 @@
 
 Firing level L of an alert (0-based; envelope id ``<alert_id>:esc:<L+1>``):
 
-1. ``begin_fire``: the claim token is still ours, the lease has at least ``margin`` left,
-   the alert is still unacknowledged and unresolved (otherwise the timer is dropped).
-2. Record an *intent*: the current position of every room the level goes to.
-3. Publish ``alert_escalated`` into ``alerts`` and each target room (the room publisher).
-4. ``complete_fire``: the level is recorded, the next one scheduled, the claim dropped.
+1. ``begin_fire`` (one Lua script): the claim token is still ours, the lease has at least
+   ``margin`` left, the alert is still unacknowledged and unresolved (otherwise the timer is
+   dropped); it records an *intent* ``<level>:<now>``.
+2. Publish ``alert_escalated`` into ``alerts`` and each target room (the room publisher),
+   concurrently.
+3. ``complete_fire``: the level is recorded, the next one scheduled, intent and claim
+   dropped.
 
-A replica that dies anywhere in 2-4 leaves the intent behind; after the lease the timer is
-due again, another replica claims it, sees the intent and, per room, scans the history
-after the recorded position for the deterministic envelope id: a room that already has it
-is skipped. A replica stalling longer than ``lease - margin`` between 1 and 3 is the one way
-to publish twice (the margin is half the lease: 15 s by default).
+A replica that dies after 1 leaves the intent behind; after the lease the timer is due
+again, another replica claims it, gets the intent back from ``begin_fire`` and, per room,
+scans the history back to the intent's time (minus a clock-skew margin) for the
+deterministic envelope id: a room that already has it is skipped. A replica stalling longer
+than ``lease - margin`` between 1 and 2 is the one way to publish twice (the margin is half
+the lease: 15 s by default).
 """
 
 from __future__ import annotations
@@ -158,16 +161,11 @@ class TimerLoop:
             log.exception("firing failed", extra={"alert_id": claimed.alert_id})
 
     async def _publish_once(
-        self,
-        room: str,
-        offsets: dict[str, int],
-        recovering: bool,
-        envelope_id: str,
-        data: dict[str, object],
+        self, room: str, recover_since_ms: int | None, envelope_id: str, data: dict[str, object]
     ) -> None:
         """Publish into one room; when taking over, only if its history lacks the envelope."""
-        if recovering and room in offsets:
-            found = await self.store.history_contains(room, offsets[room], envelope_id)
+        if recover_since_ms is not None:
+            found = await self.store.history_contains(room, recover_since_ms, envelope_id)
             if found:
                 self.metrics.recoveries.labels("skipped").inc()
                 return
@@ -187,15 +185,6 @@ class TimerLoop:
             return
         rooms = list(dict.fromkeys([ALERTS_ROOM, *plan[level].targets]))
         envelope_id = escalation_envelope_id(alert_id, level + 1)
-        recovering = start.intent is not None and start.intent.get("level") == level
-        if recovering:
-            assert start.intent is not None
-            offsets = {room: int(v) for room, v in start.intent.get("offsets", {}).items()}
-        else:
-            offsets = await self.store.room_offsets(rooms)
-            if not await self.store.set_intent(alert_id, token, self.margin_ms, level, offsets):
-                self.metrics.claims_lost.inc()
-                return
         if self.chaos_phase == "before_publish":
             await asyncio.sleep(self.chaos_pause)
         data = {
@@ -217,7 +206,7 @@ class TimerLoop:
         ):
             await asyncio.gather(
                 *(
-                    self._publish_once(room, offsets, recovering, envelope_id, data)
+                    self._publish_once(room, start.recover_since_ms, envelope_id, data)
                     for room in rooms
                 )
             )
