@@ -5,6 +5,7 @@ the tests kill and restart its parts; resilient clients from ``roomgate_tools.cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import time
@@ -25,11 +26,9 @@ GATEWAYS = ("gw-1", "gw-2")
 USER_PERMS = ("view_system", "view_tasks")
 
 
-@pytest.fixture
-def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    """The whole stack as processes, stopped whatever the test did to it."""
-    config = StackConfig(
-        state_dir=tmp_path / "stack",
+def _config(state_dir: Path) -> StackConfig:
+    return StackConfig(
+        state_dir=state_dir,
         ports=StackPorts.free(),
         secrets={
             "ROOMGATE_JWT_HS256_SECRET": secrets.token_urlsafe(48),
@@ -43,13 +42,31 @@ def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
         aof=True,
         log_level="WARNING",
     )
-    stack = LocalStack(config)
+
+
+@contextlib.contextmanager
+def _running(state_dir: Path) -> Iterator[LocalStack]:
+    stack = LocalStack(_config(state_dir))
     stack.start(timeout=60)
     try:
         yield stack
     finally:
         stack.stop()
         stack.kill()  # anything that did not stop (never expected)
+
+
+@pytest.fixture
+def local_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """The whole stack as processes, for one test that may kill parts of it."""
+    with _running(tmp_path / "stack") as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """The whole stack as processes, for the tests of one module that leave it whole."""
+    with _running(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 @dataclass
