@@ -167,7 +167,7 @@ class _SseLink:
         return link
 
     async def _read(self) -> AsyncIterator[tuple[str, str]]:
-        event, data = "message", []
+        event, data = "message", list[str]()
         async for line in self.response.aiter_lines():
             if line == "":
                 if data:
