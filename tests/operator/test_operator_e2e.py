@@ -266,8 +266,22 @@ async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_
     )
     assert "minReplicas must not exceed maxReplicas" in str(body.get("message"))
 
-    await cluster.ok("POST", POLICIES, gateway_policy("first", limits={"maxConnectionsPerIp": 5}))
+    redis = connect(redis_url)
+    await cluster.ok("POST", POLICIES, gateway_policy("orphan", target="no-such-deployment"))
     with run_operator(cluster, redis_url) as operator:
+        orphan = await eventually(
+            lambda: cluster.policy("orphan"),
+            lambda p: condition(p, "Degraded").get("status") == "True",
+            what="orphan Degraded",
+        )
+        assert condition(orphan, "Degraded")["reason"] == "TargetNotFound"
+        assert condition(orphan, "Ready")["status"] == "False"
+        assert not await redis.exists(keys.LIVE_POLICY)  # nothing published for it
+        await cluster.ok("DELETE", POLICIES + "/orphan")
+
+        await cluster.ok(
+            "POST", POLICIES, gateway_policy("first", limits={"maxConnectionsPerIp": 5})
+        )
         await eventually(
             lambda: cluster.policy("first"),
             lambda p: condition(p, "Degraded").get("status") == "False",
@@ -277,7 +291,6 @@ async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_
         await cluster.ok(
             "POST", POLICIES, gateway_policy("second", limits={"maxConnectionsPerIp": 50})
         )
-        await cluster.ok("POST", POLICIES, gateway_policy("orphan", target="no-such-deployment"))
         second = await eventually(
             lambda: cluster.policy("second"),
             lambda p: condition(p, "Degraded").get("status") == "True",
@@ -286,17 +299,9 @@ async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_
         assert condition(second, "Degraded")["reason"] == "Conflict"
         assert "first" in condition(second, "Degraded")["message"]
         assert condition(second, "Ready")["status"] == "False"
-        orphan = await eventually(
-            lambda: cluster.policy("orphan"),
-            lambda p: condition(p, "Degraded").get("status") == "True",
-            what="orphan Degraded",
-        )
-        assert condition(orphan, "Degraded")["reason"] == "TargetNotFound"
 
         # The live policy is still the first one's, and it keeps being reconciled.
-        redis = connect(redis_url)
         live = await redis.hgetall(keys.LIVE_POLICY)
-        await redis.aclose()
         assert json.loads(live[b"limits"]) == {"maxConnectionsPerIp": 5}
         await cluster.ok(
             "PATCH",
@@ -312,3 +317,4 @@ async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_
         assert await asyncio.to_thread(operator.alive)
         # The Deployment was never touched by a policy that does not govern it.
         assert (await cluster.ok("GET", DEPLOYMENTS + "/gateway"))["spec"]["replicas"] == 1
+    await redis.aclose()

@@ -38,6 +38,7 @@ from roomgate_operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 2.0
+TARGET_RETRY_DELAY = 15.0
 
 
 def _state(memo: kopf.Memo) -> PolicyState:
@@ -89,22 +90,29 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     async def limits_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler: Reconciler = memo["reconciler"]
+        state = _state(memo)
         try:
-            await reconciler.apply_limits(body, _state(memo))
+            async with state.lock:
+                await reconciler.apply_limits(body, state)
         except InvalidPolicy as exc:
             await _degrade(reconciler, body, exc)
             raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from None
+        except NotFound as exc:
+            # The Deployment may come later (e.g. a policy applied before the chart).
+            await _degrade(reconciler, body, exc)
+            raise kopf.TemporaryError(str(exc), delay=TARGET_RETRY_DELAY) from None
         except (KubeUnavailable, BusUnavailable) as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=config.reconcile_interval, registry=registry)
     async def reconcile(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
         reconciler: Reconciler = memo["reconciler"]
+        state = _state(memo)
         try:
-            await reconciler.reconcile(body, _state(memo))
-        except (InvalidPolicy, NotFound) as exc:
-            # Reported as Degraded in status; looked at again next tick.
-            logger.warning("policy not applied: %s", exc)
+            async with state.lock:
+                await reconciler.reconcile(body, state)
+        except (InvalidPolicy, NotFound):
+            pass  # reported as Degraded in status (and logged once); looked at next tick
         except (KubeUnavailable, BusUnavailable) as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
@@ -118,7 +126,7 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     return registry
 
 
-async def _degrade(reconciler: Reconciler, body: kopf.Body, exc: InvalidPolicy) -> None:
+async def _degrade(reconciler: Reconciler, body: kopf.Body, exc: InvalidPolicy | NotFound) -> None:
     try:
         await reconciler.degrade(Meta.of(body), body.get("status") or {}, exc)
     except KubeUnavailable as err:

@@ -143,13 +143,14 @@ class PolicyRef:
     target: str
 
 
-def owner(policies: Iterable[PolicyRef], target: str) -> PolicyRef | None:
-    """The policy that governs ``target``: the oldest one naming it (then by name).
+def owner(policies: Iterable[PolicyRef]) -> PolicyRef | None:
+    """The policy that governs the gateways: the oldest one (then by name).
 
-    Every gateway reads one live policy (one Redis key), so a second policy for the same
-    Deployment would fight the first: it is Degraded (reason ``Conflict``) instead."""
-    candidates = sorted(p for p in policies if p.target == target)
-    return candidates[0] if candidates else None
+    Every gateway reads one live policy (one Redis key), so the operator serves one
+    GatewayPolicy per namespace: a second one would fight the first, whatever Deployment it
+    names; it is Degraded (reason ``Conflict``) instead."""
+    ordered = sorted(policies)
+    return ordered[0] if ordered else None
 
 
 # --- status -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ time; a restarted operator continues from ``status`` (a drain in progress, lastS
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -58,6 +59,8 @@ class PolicyState:
     last_scale: float | None = None
     published_at: float = 0.0
     configmap: tuple[int, str] | None = None
+    # The change handlers and the timer of one policy run concurrently: one at a time.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +84,24 @@ class Reconciler:
 
     # -- checks shared by every entry point ----------------------------------------------
 
-    async def _validated(self, meta: Meta, spec: Mapping[str, Any]) -> PolicySpec:
-        """The policy, or InvalidPolicy (semantic error or a second policy for the target)."""
+    async def _validated(self, meta: Meta, spec: Mapping[str, Any]) -> tuple[PolicySpec, Target]:
+        """The policy and its target; InvalidPolicy (a semantic error, or not the namespace's
+        governing policy) or NotFound (no such Deployment)."""
         policy = parse_spec(spec)
-        governing = owner(await self.kube.policies(meta.namespace), policy.target)
+        governing = owner(await self.kube.policies(meta.namespace))
         if governing is not None and governing.name != meta.name:
             raise InvalidPolicy(
                 "Conflict",
-                f"GatewayPolicy {governing.name} already governs Deployment {policy.target}",
+                f"GatewayPolicy {governing.name} already governs the gateways of this "
+                "namespace (one live policy per Redis)",
             )
-        return policy
+        return policy, await self.kube.target(meta.namespace, policy.target)
 
     async def degrade(
         self, meta: Meta, status: Mapping[str, Any], error: InvalidPolicy | NotFound
-    ) -> None:
-        """Report a policy that cannot be applied: Degraded True, Ready False."""
+    ) -> bool:
+        """Report a policy that cannot be applied: Degraded True, Ready False. True when
+        the status changed (first report, or another reason)."""
         reason = error.reason if isinstance(error, InvalidPolicy) else "TargetNotFound"
         message = error.message if isinstance(error, InvalidPolicy) else str(error)
         now = rfc3339(time.time())
@@ -107,15 +113,20 @@ class Reconciler:
             conditions, "Ready", False, reason, message, now=now, generation=meta.generation
         )
         new = {"conditions": conditions, "observedGeneration": meta.generation}
-        if _differs(status, new):
-            await self.kube.patch_status(meta.namespace, meta.name, new)
+        if not _differs(status, new):
+            return False
+        await self.kube.patch_status(meta.namespace, meta.name, new)
+        return True
 
     # -- limits: on create/update/resume and on every tick ---------------------------------
 
-    async def apply_limits(self, body: Mapping[str, Any], state: PolicyState) -> PolicySpec:
-        """Make Redis (and the ConfigMap) hold this policy's limits. Raises InvalidPolicy."""
+    async def apply_limits(
+        self, body: Mapping[str, Any], state: PolicyState
+    ) -> tuple[PolicySpec, Target]:
+        """Make Redis (and the ConfigMap) hold this policy's limits. Raises InvalidPolicy or
+        NotFound (then nothing is written)."""
         meta = Meta.of(body)
-        policy = await self._validated(meta, body.get("spec", {}))
+        policy, target = await self._validated(meta, body.get("spec", {}))
         source = f"{meta.namespace}/{meta.name}"
         if await self.bus.write_policy(meta.generation, policy.limits, source):
             state.published_at = time.time()
@@ -136,7 +147,7 @@ class Reconciler:
                 labels={"app.kubernetes.io/part-of": "roomgate", "roomgate.io/policy": meta.name},
             )
             state.configmap = (meta.generation, encoded)
-        return policy
+        return policy, target
 
     async def forget(self, body: Mapping[str, Any]) -> None:
         """The policy is gone: gateways go back to their own settings (generation 0, no
@@ -157,10 +168,10 @@ class Reconciler:
             if status.get("lastScaleTime"):
                 state.last_scale = parse_rfc3339(status["lastScaleTime"])
         try:
-            policy = await self.apply_limits(body, state)
-            target = await self.kube.target(meta.namespace, policy.target)
+            policy, target = await self.apply_limits(body, state)
         except (InvalidPolicy, NotFound) as exc:
-            await self.degrade(meta, status, exc)
+            if await self.degrade(meta, status, exc):
+                log.warning("%s/%s not applied: %s", meta.namespace, meta.name, exc)
             raise
         pods = await self.kube.pods(meta.namespace, target.selector)
         reports = await self.bus.presence(pods)
