@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from roomgate_gateway import redaction
@@ -34,15 +34,21 @@ from roomgate_gateway.publishing import (
 from roomgate_gateway.settings import GatewaySettings
 
 
-class _RawASGI:
-    """Starlette hands plain functions a WebSocket wrapper; a callable object gets the raw
-    ASGI triple, which the connection drives itself (less work per message)."""
+class GatewayApp:
+    """The ASGI entry point: ``/ws`` goes straight to the protocol — a connection lives for
+    hours, and Starlette's middleware and router frames would stay alive (memory) for each;
+    everything else (HTTP routes, lifespan) goes to the Starlette app."""
 
-    def __init__(self, endpoint: Any) -> None:
-        self.endpoint = endpoint
+    def __init__(self, http: Starlette, websocket: Any) -> None:
+        self.http = http
+        self.state = http.state
+        self._websocket = websocket
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.endpoint(scope, receive, send)
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await self._websocket(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
 
 
 def create_app(
@@ -50,7 +56,7 @@ def create_app(
     *,
     metrics: GatewayMetrics | None = None,
     tracer: Tracer | None = None,
-) -> Starlette:
+) -> GatewayApp:
     redaction.install()
     gateway = Gateway(settings, metrics=metrics, tracer=tracer)
 
@@ -115,7 +121,6 @@ def create_app(
 
     app = Starlette(
         routes=[
-            WebSocketRoute("/ws", _RawASGI(websocket_endpoint)),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
@@ -126,4 +131,4 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return app
+    return GatewayApp(app, websocket_endpoint)

@@ -278,7 +278,7 @@ class Connection:
                 authenticated = await self._authenticate(token)
             if not authenticated:
                 return
-            await self._read_loop()
+            await self._read_loop()  # returns when the client goes away or is closed
         except Closing:
             pass
         except Exception:
