@@ -103,6 +103,7 @@ async def test_redis_restart_loses_no_accepted_message(local_stack: LocalStack) 
         await wait_until(lambda: accepted.count >= 40, 15, "40 messages published")
         server = stack.component("redis").process
         server.stop()  # SIGTERM: redis-server writes its AOF and exits
+        await asyncio.sleep(0.3)  # publishes answered before the stop finish recording
         refused_before = len(accepted.refused)
         accepted_while_down = accepted.count
         await asyncio.sleep(DOWN_SECONDS)
