@@ -237,3 +237,36 @@ async def test_slow_consumer_is_closed_and_drops_are_counted(stack: Stack) -> No
     assert metrics.drops.labels("queue_full_low")._value.get() > 0
     assert metrics.closes.labels("1013")._value.get() == 1
     assert fast.close_code is None
+
+
+@pytest.mark.gateway_settings(outbound_queue_size=2048)
+async def test_waiting_messages_go_out_as_one_batch(stack: Stack) -> None:
+    """When several messages wait for one client, they leave in `batch` frames (≤ OUTBOUND_BATCH_MAX), in order."""
+    import socket
+
+    import websockets
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", stack.port))
+    ws = await websockets.connect(f"{stack.url}?token={stack.token('1')}", sock=sock, max_size=None)
+    stack.clients.append(ws)
+    await recv_until(ws, lambda m: m["type"] == "welcome")
+    await send(ws, {"type": "subscribe", "data": {"room": "system"}})
+    await recv_until(ws, lambda m: m["type"] == "subscribed" and m["room"] == "system")
+    ws.transport.pause_reading()  # type: ignore[attr-defined]
+    sent = [
+        await stack.publish("system", "metrics_update", {"n": i, "pad": "x" * 32000})
+        for i in range(400)
+    ]
+    ws.transport.resume_reading()  # type: ignore[attr-defined]
+    frames: list[dict[str, object]] = []
+    got: list[str] = []
+    while len(got) < len(sent):
+        frame = await recv(ws)
+        frames.append(frame)
+        got.extend(str(m["id"]) for m in flatten(frame) if m.get("type") == "metrics_update")
+    assert got == [s.id for s in sent]
+    batches = [f for f in frames if f["type"] == "batch"]
+    assert batches
+    assert all(2 <= len(b["messages"]) <= stack.settings.outbound_batch_max for b in batches)  # type: ignore[arg-type]
