@@ -4,8 +4,10 @@ server-sent events, against a real uvicorn with real ``httpx`` streaming clients
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -283,3 +285,26 @@ async def test_drain_sends_reconnect_then_close_1012(stack: Stack) -> None:
         hint = await s.until(lambda m: m["type"] == "reconnect")
         assert hint["data"]["reason"] == "draining"
         assert (await s.closed_with())["code"] == 1012
+
+
+async def test_compression_as_on_websocket(stack: Stack) -> None:
+    """`compress=1` on /sse: big room events arrive as `compressed` frames, as on /ws."""
+    async with httpx.AsyncClient(base_url=stack.http, timeout=10) as http:
+        token = stack.token("42")
+        response = await http.send(
+            http.build_request("GET", "/sse", params={"token": token, "compress": "1"}),
+            stream=True,
+        )
+        s = SseClient(http, response)
+        try:
+            _, s.session = await s.next()
+            hello = await s.frame()
+            assert hello["data"]["compression"] == "deflate"
+            await s.post({"type": "subscribe", "data": {"room": "system"}})
+            await s.until(lambda m: m["type"] == "subscribed" and m["data"]["room"] == "system")
+            sent = await stack.publish("system", "metrics_update", {"blob": "x" * 4000})
+            frame = await s.until(lambda m: m["type"] == "compressed")
+            inner = json.loads(zlib.decompress(base64.b64decode(frame["data"])))
+            assert inner["id"] == sent.id
+        finally:
+            await s.aclose()
