@@ -10,13 +10,14 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import kopf
 import pytest
 from kopf.testing import KopfRunner
+from roomgate_common.redis_adapter import Redis, connect
 from roomgate_operator.handlers import build_registry
 from roomgate_operator.settings import OperatorSettings
 from roomgate_tools.controlplane import REPO_ROOT, KubeAPI, install_crds
@@ -149,10 +150,23 @@ async def cluster(kube_with_crd: KubeAPI) -> Cluster:
     return c
 
 
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the session's (emptied) Redis, closed after the test."""
+    client = connect(redis_url)
+    yield client
+    await client.aclose()
+
+
 @dataclass
 class Operator:
     runner: KopfRunner
     liveness: str
+    metrics: str
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(self.metrics, timeout=5) as resp:
+            return resp.read().decode()  # type: ignore[no-any-return]
 
     def alive(self) -> bool:
         if self.runner.future.done():
@@ -165,9 +179,11 @@ class Operator:
 def run_operator(cluster: Cluster, redis_url: str, **overrides: Any) -> Iterator[Operator]:
     """The operator under KopfRunner (its own thread and loop), standalone, in the test's
     namespace, reconciling every 0.3 s."""
+    metrics_port = free_port()
     settings = OperatorSettings.from_env(
         **{
             "redis_url": redis_url,
+            "metrics_listen": f"127.0.0.1:{metrics_port}",
             "watch_namespace": cluster.ns,
             "kubeconfig": str(cluster.api.kubeconfig),
             "reconcile_interval": 0.3,
@@ -181,7 +197,7 @@ def run_operator(cluster: Cluster, redis_url: str, **overrides: Any) -> Iterator
     with KopfRunner(
         args, registry=build_registry(settings), settings=kopf_settings, timeout=30
     ) as runner:
-        yield Operator(runner, liveness)
+        yield Operator(runner, liveness, f"http://127.0.0.1:{metrics_port}/metrics")
     if runner.exception is not None:
         raise runner.exception
     assert runner.exit_code == 0, runner.output[-3000:]

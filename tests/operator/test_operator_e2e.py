@@ -23,7 +23,6 @@ import websockets
 from roomgate_auth.server import AuthServer
 from roomgate_auth.tokens import Principal, PrincipalKind
 from roomgate_common import keys
-from roomgate_common.redis_adapter import connect
 from roomgate_tools.procs import ManagedProcess, free_port, wait_for_port
 
 from tests.gateway.conftest import recv, recv_until, send, services
@@ -112,12 +111,20 @@ async def write_presence(redis: Any, pod: str, connections: int, generation: int
 
 @pytest.mark.timeout(90)
 async def test_policy_reaches_live_gateway_and_connections_scale_the_deployment(
-    cluster: Cluster, redis_url: str, tmp_path: Path
+    cluster: Cluster, redis: Any, redis_url: str, tmp_path: Path
 ) -> None:
     """kubectl apply -> the live gateway refuses a connection past the new per-IP limit within
     5 s (existing ones stay), status shows the applied generation; connection counts scale
     the Deployment up at once and down one drained pod per step, emptiest first."""
-    redis = connect(redis_url)
+    enforced, attempts, scaled_up = await scale_scenario(cluster, redis, redis_url, tmp_path)
+    # (KopfRunner's click runner captures stdout while the operator runs: print after.)
+    print(f"\napply -> per-IP limit enforced on the live gateway: {enforced:.2f} s")
+    print(f"({attempts} connection attempts); status after the scale-up:\n{dump(scaled_up)}")
+
+
+async def scale_scenario(
+    cluster: Cluster, redis: Any, redis_url: str, tmp_path: Path
+) -> tuple[float, int, dict[str, Any]]:
     await cluster.create_pod("gateway-a")
     async with real_gateway(redis_url, "gateway-a", tmp_path) as (url, auth):
         with run_operator(cluster, redis_url) as operator:
@@ -167,7 +174,10 @@ async def test_policy_reaches_live_gateway_and_connections_scale_the_deployment(
 
             policy = await eventually(
                 lambda: cluster.policy("gateway"),
-                lambda p: condition(p, "Applied").get("status") == "True",
+                lambda p: (
+                    condition(p, "Applied").get("status") == "True"
+                    and p["status"]["podConnections"] == {"gateway-a": 2}  # the probe has gone
+                ),
                 what="Applied",
             )
             status = policy["status"]
@@ -227,13 +237,19 @@ async def test_policy_reaches_live_gateway_and_connections_scale_the_deployment(
                 await send(ws, {"type": "ping"})
                 assert (await recv_until(ws, lambda m: m["type"] == "pong"))["type"] == "pong"
             assert await asyncio.to_thread(operator.alive)
+            metrics = await asyncio.to_thread(operator.scrape)
+            policy_label = f'policy="{cluster.ns}/gateway"'
+            for line in (
+                f'roomgate_operator_scale_events_total{{direction="up",{policy_label}}} 1.0',
+                f'roomgate_operator_scale_events_total{{direction="down",{policy_label}}} 2.0',
+                f"roomgate_operator_drains_total{{{policy_label}}} 2.0",
+                f"roomgate_operator_current_replicas{{{policy_label}}} 1.0",
+            ):
+                assert line in metrics, metrics
             await pubsub.aclose()
             for ws in existing:
                 await ws.close()
-    await redis.aclose()
-    # (KopfRunner's click runner captures stdout while the operator runs: print after.)
-    print(f"\napply -> per-IP limit enforced on the live gateway: {enforced:.2f} s")
-    print(f"({attempts} connection attempts); status after the scale-up:\n{dump(scaled_up)}")
+    return enforced, attempts, scaled_up
 
 
 async def next_drain(pubsub: Any, timeout: float = 10.0) -> tuple[str, float]:
@@ -247,7 +263,9 @@ async def next_drain(pubsub: Any, timeout: float = 10.0) -> tuple[str, float]:
     raise AssertionError("no drain command")
 
 
-async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_url: str) -> None:
+async def test_invalid_policies_are_refused_or_degraded(
+    cluster: Cluster, redis: Any, redis_url: str
+) -> None:
     """Wrong types and ranges are refused by the API server (schema and CEL); a second policy
     for the same Deployment and a missing target are Degraded; the operator keeps running
     and the valid policy stays Ready."""
@@ -266,7 +284,6 @@ async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_
     )
     assert "minReplicas must not exceed maxReplicas" in str(body.get("message"))
 
-    redis = connect(redis_url)
     await cluster.ok("POST", POLICIES, gateway_policy("orphan", target="no-such-deployment"))
     with run_operator(cluster, redis_url) as operator:
         orphan = await eventually(
@@ -317,4 +334,3 @@ async def test_invalid_policies_are_refused_or_degraded(cluster: Cluster, redis_
         assert await asyncio.to_thread(operator.alive)
         # The Deployment was never touched by a policy that does not govern it.
         assert (await cluster.ok("GET", DEPLOYMENTS + "/gateway"))["spec"]["replicas"] == 1
-    await redis.aclose()

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 from roomgate_common.errors import BusUnavailable
+from roomgate_common.metrics import MetricsServer
 from roomgate_common.redis_adapter import connect
 
 from roomgate_operator.bus import PolicyBus
@@ -31,6 +32,7 @@ from roomgate_operator.kube import (
     bearer_token,
     load_configuration,
 )
+from roomgate_operator.metrics import OperatorMetrics
 from roomgate_operator.policy import InvalidPolicy
 from roomgate_operator.reconcile import Meta, PolicyState, Reconciler
 from roomgate_operator.settings import OperatorSettings
@@ -76,10 +78,15 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         kube = KubeClient(await load_configuration(config.kubeconfig))
         memo["kube"] = kube
         memo["redis"] = redis = connect(config.redis_url, name="roomgate-operator")
-        memo["reconciler"] = Reconciler(config, kube, PolicyBus(redis))
+        metrics = OperatorMetrics()
+        memo["metrics_server"] = server = MetricsServer(metrics.registry, config.metrics_listen)
+        server.start()
+        memo["reconciler"] = Reconciler(config, kube, PolicyBus(redis), metrics)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if "metrics_server" in memo:
+            memo["metrics_server"].stop()
         if "kube" in memo:
             await memo["kube"].close()
         if "redis" in memo:
@@ -112,8 +119,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             async with state.lock:
                 await reconciler.reconcile(body, state)
         except (InvalidPolicy, NotFound):
-            pass  # reported as Degraded in status (and logged once); looked at next tick
+            # Reported as Degraded in status (and logged once); looked at next tick.
+            reconciler.metrics.errors.labels("degraded").inc()
         except (KubeUnavailable, BusUnavailable) as exc:
+            reconciler.metrics.errors.labels("transient").inc()
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)

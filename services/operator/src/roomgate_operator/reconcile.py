@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from roomgate_operator import scaling
 from roomgate_operator.bus import PolicyBus, encode_limits
 from roomgate_operator.errors import NotFound
 from roomgate_operator.kube import DELETION_COST, KubeClient, Target
+from roomgate_operator.metrics import OperatorMetrics
 from roomgate_operator.policy import (
     GatewayReport,
     InvalidPolicy,
@@ -77,10 +79,17 @@ class Meta:
 
 
 class Reconciler:
-    def __init__(self, settings: OperatorSettings, kube: KubeClient, bus: PolicyBus) -> None:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        kube: KubeClient,
+        bus: PolicyBus,
+        metrics: OperatorMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.kube = kube
         self.bus = bus
+        self.metrics = metrics or OperatorMetrics()
 
     # -- checks shared by every entry point ----------------------------------------------
 
@@ -94,6 +103,13 @@ class Reconciler:
                 "Conflict",
                 f"GatewayPolicy {governing.name} already governs the gateways of this "
                 "namespace (one live policy per Redis)",
+            )
+        managed = self.settings.gateway_deployment
+        if managed and policy.target != managed:
+            raise InvalidPolicy(
+                "UnmanagedTarget",
+                f"this operator's gateways (and Redis) belong to Deployment {managed}, "
+                f"not {policy.target}",
             )
         return policy, await self.kube.target(meta.namespace, policy.target)
 
@@ -130,6 +146,7 @@ class Reconciler:
         source = f"{meta.namespace}/{meta.name}"
         if await self.bus.write_policy(meta.generation, policy.limits, source):
             state.published_at = time.time()
+            self.metrics.publishes.labels(source).inc()
             log.info("live policy %s generation %d published", source, meta.generation)
         encoded = encode_limits(policy.limits)
         if state.configmap != (meta.generation, encoded):
@@ -211,7 +228,18 @@ class Reconciler:
         )
         if _differs(status, new):
             await self.kube.patch_status(meta.namespace, meta.name, new)
+        self._observe(f"{meta.namespace}/{meta.name}", new)
         return new
+
+    def _observe(self, policy: str, status: Mapping[str, Any]) -> None:
+        m = self.metrics
+        m.connections.labels(policy).set(status["observedConnections"])
+        m.live_gateways.labels(policy).set(status["liveGateways"])
+        m.current.labels(policy).set(status["currentReplicas"])
+        if status.get("desiredReplicas") is not None:
+            m.desired.labels(policy).set(status["desiredReplicas"])
+        if status.get("appliedGeneration") is not None:
+            m.applied.labels(policy).set(status["appliedGeneration"])
 
     async def _scale(
         self,
@@ -260,6 +288,7 @@ class Reconciler:
         if decision.action is scaling.Action.DRAIN:
             for pod in decision.victims:
                 heard = await self.bus.drain(pod)
+                self.metrics.drains.labels(f"{ns}/{meta.name}").inc()
                 log.info("drain sent to %s (%d listener)", pod, heard)
             state.pending = scaling.PendingDrain(decision.replicas, decision.victims, now)
             return True, "Draining", decision.reason
@@ -273,8 +302,12 @@ class Reconciler:
             state.last_scale = now
             new["currentReplicas"] = decision.replicas
             up = decision.replicas > current
+            self.metrics.scales.labels(f"{ns}/{meta.name}", "up" if up else "down").inc()
             return True, "ScaledUp" if up else "ScaledDown", decision.reason
         state.pending = None
+        wanted = math.ceil(total / spec.target_connections_per_pod)
+        if wanted > spec.max_replicas:
+            return False, "AtMaxReplicas", f"{total} connection(s) want {wanted} replicas"
         return False, "Stable", f"{current} replica(s) for {total} connection(s)"
 
     async def _set_costs(self, namespace: str, selector: str, costs: Mapping[str, int]) -> None:
