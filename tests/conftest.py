@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from roomgate_tools.controlplane import ControlPlane, KubeAPI
-from roomgate_tools.procs import RedisProcess
+from roomgate_tools.procs import RedisClusterProcess, RedisProcess
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +52,12 @@ def kube_apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPI
     api = plane.start()
     yield api
     plane.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A real 3-master Redis Cluster for the session (``.url`` is ``redis+cluster://``)."""
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()

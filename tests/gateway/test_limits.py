@@ -164,7 +164,7 @@ async def test_gateway_that_starts_later_reads_the_policy(redis_url: str) -> Non
 async def test_counts_of_a_dead_gateway_are_forgotten(stack: Stack) -> None:
     """Connection counts left by a gateway that stopped heartbeating are removed by the others."""
     redis = connect(stack.redis_url)
-    ghost_keys = keys.gateway_presence("ghost") + ":countkeys"
+    ghost_keys = keys.gateway_count_keys("ghost")
     await redis.hset(keys.conn_count_ip("127.0.0.1"), "ghost", 50)
     await redis.sadd(ghost_keys, keys.conn_count_ip("127.0.0.1"))
     await redis.zadd(keys.GATEWAYS, {"ghost": 1.0})

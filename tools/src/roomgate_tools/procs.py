@@ -166,3 +166,73 @@ class RedisProcess(ManagedProcess):
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class RedisClusterProcess:
+    """A real Redis Cluster of ``nodes`` masters on 127.0.0.1 (no replicas), for tests of
+    the ``redis+cluster://`` mode. Slots are spread by ``redis-cli --cluster create``."""
+
+    def __init__(self, data_dir: Path, *, nodes: int = 3) -> None:
+        self.nodes: list[ManagedProcess] = []
+        self.ports = [free_port() for _ in range(nodes)]
+        self.data_dir = data_dir
+        for port in self.ports:
+            node_dir = data_dir / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            argv = [
+                which("redis-server"),
+                "--bind", "127.0.0.1",
+                "--port", str(port),
+                "--dir", str(node_dir),
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(free_port()),  # default port+10000 may exceed 65535
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "2000",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+            ]  # fmt: skip
+            self.nodes.append(ManagedProcess(argv, log_path=node_dir / "redis.log"))
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        for port in self.ports:
+            wait_for_port(port, timeout=10)
+        create = subprocess.run(
+            [
+                which("redis-cli"), "--cluster", "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas", "0", "--cluster-yes",
+            ],  # fmt: skip
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if create.returncode != 0:
+            self.stop()
+            raise ProcessError(f"redis-cli --cluster create failed: {create.stdout!r} {create.stderr!r}")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run(
+                    [which("redis-cli"), "-p", str(p), "cluster", "info"],
+                    capture_output=True,
+                    timeout=5,
+                    check=False,
+                ).stdout
+                for p in self.ports
+            ]
+            if all(b"cluster_state:ok" in s for s in states):
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ProcessError("redis cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

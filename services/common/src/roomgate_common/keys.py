@@ -87,6 +87,11 @@ def gateway_presence(gateway_id: str) -> str:
     return f"{PREFIX}:gateway:{gateway_id}"
 
 
+def gateway_count_keys(gateway_id: str) -> str:
+    """Set of the connection-count hashes (``conn_count_*``) a gateway has a field in."""
+    return f"{PREFIX}:gateway:{gateway_id}:countkeys"
+
+
 GATEWAYS = f"{PREFIX}:gateways"
 """Sorted set: gateway id -> last heartbeat (Unix seconds)."""
 

@@ -5,7 +5,8 @@ HTTP and gRPC publish APIs) and services (escalation) all come through here.
 
 One Lua script makes a publish atomic: it gives the message the room's next position
 (offset), appends it to the room's history stream (id ``<offset>-1``, bounded) and
-publishes ``b"<offset> <epoch> <envelope JSON>"`` on the room's channel. The room's epoch is
+publishes ``b"<offset> <epoch> <envelope JSON>"`` on the room's channel (``SPUBLISH`` in a
+Redis Cluster: the channel shares the ``{room}`` hash tag with the room's keys). The room's epoch is
 created on first use and changes only when the room's metadata is lost, which tells a
 recovering client that offsets from before cannot be trusted.
 """
@@ -19,7 +20,7 @@ from opentelemetry import trace
 
 from roomgate_common import keys
 from roomgate_common.envelope import Envelope, Priority, encode, make_envelope
-from roomgate_common.redis_adapter import Redis, translate_errors
+from roomgate_common.redis_adapter import Redis, is_cluster, translate_errors
 from roomgate_common.telemetry import inject_trace
 
 _tracer = trace.get_tracer("roomgate.publisher")
@@ -36,7 +37,7 @@ local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
 if tonumber(ARGV[2]) > 0 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-1', 'm', ARGV[1])
 end
-redis.call('PUBLISH', ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[1])
+redis.call(ARGV[5], ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[1])
 return {offset, epoch}
 """
 
@@ -68,6 +69,8 @@ class Publisher:
         self._sender = sender
         self._history_maxlen = history_maxlen
         self._script = redis.register_script(PUBLISH_SCRIPT)
+        # Sharded pub/sub in a cluster: the channel lives on the shard of the room's keys.
+        self._publish_command = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
 
     async def publish(
         self,
@@ -109,6 +112,7 @@ class Publisher:
                     self._history_maxlen,
                     secrets.token_hex(4),
                     keys.room_channel(room),
+                    self._publish_command,
                 ],
             )
         return Published(

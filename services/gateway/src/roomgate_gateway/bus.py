@@ -5,6 +5,10 @@ has a local member in it (``join``/``leave`` count members), so no gateway recei
 traffic for rooms it does not serve. Control channels (ACL changes, policy changes, this
 gateway's commands) are always subscribed. On a Redis failure the reader reconnects with
 backoff and resubscribes every channel; the gap is visible to clients through offsets.
+
+In a Redis Cluster (``redis+cluster://``) room channels are sharded (``SSUBSCRIBE``): each
+channel is subscribed on the shard that owns its slot (``ShardedChannels``, one connection
+and one reader per shard); control channels stay classic (cluster-wide) on one connection.
 """
 
 from __future__ import annotations
@@ -17,7 +21,12 @@ from collections.abc import Callable
 
 from redis.asyncio.client import PubSub
 from roomgate_common import keys
-from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect
+from roomgate_common.redis_adapter import (
+    CONNECTION_ERRORS,
+    Redis,
+    cluster_url,
+    connect,
+)
 
 from roomgate_gateway.metrics import GatewayMetrics
 
@@ -25,6 +34,79 @@ log = logging.getLogger(__name__)
 
 RoomHandler = Callable[[str, bytes], None]
 ControlHandler = Callable[[str, bytes], None]
+
+
+class ShardedChannels:
+    """Sharded pub/sub over a Redis Cluster: one subscriber connection per shard that owns
+    at least one subscribed channel. On a connection error the owners are looked up again
+    (slots may have moved) and every channel is subscribed anew."""
+
+    def __init__(self, url: str, on_message: Callable[[bytes, bytes], None]) -> None:
+        self._cluster = connect(url, name="roomgate-gateway-shards", retries=0)
+        self._on_message = on_message
+        self._channels: dict[bytes, str] = {}  # channel -> owning node name
+        self._shards: dict[str, tuple[Redis, PubSub, asyncio.Task[None]]] = {}
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self._cluster.initialize()  # type: ignore[attr-defined]
+
+    async def subscribe(self, channel: str) -> None:
+        node = self._cluster.get_node_from_key(channel)  # type: ignore[attr-defined]
+        self._channels[channel.encode()] = node.name
+        shard = self._shards.get(node.name)
+        if shard is not None:
+            await shard[1].ssubscribe(channel)  # type: ignore[attr-defined]
+            return
+        client = Redis(host=node.host, port=node.port)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.ssubscribe(channel)  # type: ignore[attr-defined]  # connects first
+        task = asyncio.create_task(self._read(node.name, pubsub), name=f"shard-{node.name}")
+        self._shards[node.name] = (client, pubsub, task)
+
+    async def unsubscribe(self, channel: str) -> None:
+        name = self._channels.pop(channel.encode(), None)
+        shard = self._shards.get(name) if name else None
+        if shard is not None:
+            await shard[1].sunsubscribe(channel)  # type: ignore[attr-defined]
+
+    async def _read(self, name: str, pubsub: PubSub) -> None:
+        while not self._stopping:
+            try:
+                message = await pubsub.get_message(timeout=None)
+            except asyncio.CancelledError:
+                raise
+            except (*CONNECTION_ERRORS, RuntimeError):
+                if not self._stopping:
+                    asyncio.get_running_loop().create_task(self._reshard(name))
+                return
+            if message is not None and message["type"] == "smessage":
+                self._on_message(message["channel"], message["data"])
+
+    async def _reshard(self, failed: str) -> None:
+        await asyncio.sleep(0.1)
+        client, pubsub, _task = self._shards.pop(failed)
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            await pubsub.aclose()
+            await client.aclose()
+        for _ in range(50):
+            try:
+                await self._cluster.initialize()  # type: ignore[attr-defined]
+                for channel, owner in list(self._channels.items()):
+                    if owner == failed:
+                        await self.subscribe(channel.decode())
+                return
+            except (*CONNECTION_ERRORS, RuntimeError):
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for client, pubsub, task in self._shards.values():
+            task.cancel()
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await pubsub.aclose()
+                await client.aclose()
+        await self._cluster.aclose()
 
 
 class RoomBus:
@@ -37,8 +119,11 @@ class RoomBus:
         control_channels: list[str],
         metrics: GatewayMetrics,
     ) -> None:
-        self._redis: Redis = connect(redis_url, name="roomgate-gateway-sub", retries=0)
+        plain = cluster_url(redis_url)
+        # Control channels: classic pub/sub, cluster-wide from any node of a cluster.
+        self._redis: Redis = connect(plain or redis_url, name="roomgate-gateway-sub", retries=0)
         self._pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._shards = ShardedChannels(redis_url, self._dispatch) if plain is not None else None
         self._on_room = on_room
         self._on_control = on_control
         self._control = control_channels
@@ -57,6 +142,8 @@ class RoomBus:
         return room in self._members
 
     async def start(self) -> None:
+        if self._shards is not None:
+            await self._shards.start()
         await self._pubsub.subscribe(*self._control)
         self.connected.set()
         self._metrics.redis_up.set(1)
@@ -70,6 +157,8 @@ class RoomBus:
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self._pubsub.aclose()
         await self._redis.aclose()
+        if self._shards is not None:
+            await self._shards.stop()
 
     async def join(self, room: str) -> None:
         """One more local member in ``room``; subscribes its channel for the first."""
@@ -81,7 +170,10 @@ class RoomBus:
             self._metrics.rooms.set(len(self._members))
             with contextlib.suppress(*CONNECTION_ERRORS):
                 # On failure the reader's reconnect resubscribes everything in _channel_room.
-                await self._pubsub.subscribe(channel)
+                if self._shards is not None:
+                    await self._shards.subscribe(channel)
+                else:
+                    await self._pubsub.subscribe(channel)
 
     async def leave(self, room: str) -> None:
         """One local member fewer; unsubscribes the channel when the last one leaves."""
@@ -92,7 +184,10 @@ class RoomBus:
             self._channel_room.pop(channel.encode(), None)
             self._metrics.rooms.set(len(self._members))
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self._pubsub.unsubscribe(channel)
+                if self._shards is not None:
+                    await self._shards.unsubscribe(channel)
+                else:
+                    await self._pubsub.unsubscribe(channel)
         else:
             self._members[room] = count - 1
 
@@ -104,15 +199,8 @@ class RoomBus:
                 if message is None:
                     continue
                 backoff = 0.05
-                channel: bytes = message["channel"]
-                room = self._channel_room.get(channel)
-                try:
-                    if room is not None:
-                        self._on_room(room, message["data"])
-                    elif message["type"] == "message":
-                        self._on_control(channel.decode(), message["data"])
-                except Exception:
-                    log.exception("bus message handler failed")
+                if message["type"] == "message":
+                    self._dispatch(message["channel"], message["data"])
             except asyncio.CancelledError:
                 raise
             except (*CONNECTION_ERRORS, RuntimeError) as exc:
@@ -123,12 +211,24 @@ class RoomBus:
                 backoff = min(backoff * 2, 2.0)
                 await self._resubscribe()
 
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        room = self._channel_room.get(channel)
+        try:
+            if room is not None:
+                self._on_room(room, data)
+            else:
+                self._on_control(channel.decode(), data)
+        except Exception:
+            log.exception("bus message handler failed")
+
     async def _resubscribe(self) -> None:
         try:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self._pubsub.aclose()
             self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            channels = [*self._control, *(c.decode() for c in self._channel_room)]
+            channels = [*self._control]
+            if self._shards is None:
+                channels += [c.decode() for c in self._channel_room]
             await self._pubsub.subscribe(*channels)
         except CONNECTION_ERRORS:
             return

@@ -50,33 +50,19 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 # Client events that are commands to the escalation service when it is configured.
 ALERT_COMMANDS = frozenset({"alert_acknowledged", "alert_resolved"})
 
-# Connect: refuse when the cluster-wide count of this IP or user is at its limit, else count.
-CONNECT_SCRIPT = """
-local function total(key)
-  local sum = 0
-  for _, v in ipairs(redis.call('HVALS', key)) do sum = sum + tonumber(v) end
-  return sum
-end
-if total(KEYS[1]) >= tonumber(ARGV[2]) then return 1 end
-if total(KEYS[2]) >= tonumber(ARGV[3]) then return 2 end
+# Count one connection in a cluster-wide hash (field per gateway) unless the total is at
+# the limit. One key per script: it works in a Redis Cluster (IP and user hashes live on
+# different shards).
+COUNT_SCRIPT = """
+local sum = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
+if sum >= tonumber(ARGV[2]) then return 1 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
-redis.call('SADD', KEYS[3], KEYS[1], KEYS[2])
 return 0
 """
 
-DISCONNECT_SCRIPT = """
-for i = 1, 2 do
-  if redis.call('HINCRBY', KEYS[i], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[i], ARGV[1]) end
-end
-return 0
-"""
-
-# Forget the counts of a gateway that stopped heartbeating (crashed).
-FORGET_SCRIPT = """
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('HDEL', key, ARGV[1]) end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
+UNCOUNT_SCRIPT = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0
 """
 
@@ -118,9 +104,8 @@ class Gateway:
         s = self.settings
         self.redis = connect(s.redis_url, name="roomgate-gateway")
         self.publisher = Publisher(self.redis, sender="gateway", tracer=self.tracer)
-        self._connect_script = self.redis.register_script(CONNECT_SCRIPT)
-        self._disconnect_script = self.redis.register_script(DISCONNECT_SCRIPT)
-        self._forget_script = self.redis.register_script(FORGET_SCRIPT)
+        self._count_script = self.redis.register_script(COUNT_SCRIPT)
+        self._uncount_script = self.redis.register_script(UNCOUNT_SCRIPT)
         self._rate_script = self.redis.register_script(RATE_SCRIPT)
         self.auth = AuthClient(
             s.auth_addr,
@@ -196,22 +181,23 @@ class Gateway:
     async def register(self, conn: Connection) -> str | None:
         """Count the connection cluster-wide; returns the refusal outcome or None."""
         assert conn.principal is not None
+        gid = self.settings.gateway_id
+        ip_key, user_key = self._count_keys(conn)
         try:
             async with translate_errors("connect"):
-                verdict = await self._connect_script(
-                    keys=[*self._count_keys(conn), self._gateway_keys_set()],
-                    args=[
-                        self.settings.gateway_id,
-                        self.limits.max_connections_per_ip,
-                        self.limits.max_connections_per_user,
-                    ],
-                )
+                if await self._count_script(
+                    keys=[ip_key], args=[gid, self.limits.max_connections_per_ip]
+                ):
+                    return "limit_ip"
+                if await self._count_script(
+                    keys=[user_key], args=[gid, self.limits.max_connections_per_user]
+                ):
+                    await self._uncount_script(keys=[ip_key], args=[gid])
+                    return "limit_user"
+                # Remembered so that the others can forget these counts if this gateway dies.
+                await self.redis.sadd(keys.gateway_count_keys(gid), ip_key, user_key)
         except BusUnavailable:
             return "redis_unavailable"
-        if verdict == 1:
-            return "limit_ip"
-        if verdict == 2:
-            return "limit_user"
         self.connections.add(conn)
         self.by_user.setdefault((conn.principal.kind, conn.principal.id), set()).add(conn)
         self.metrics.connections.set(len(self.connections))
@@ -233,9 +219,8 @@ class Gateway:
             await self._leave(conn, room)
         self.metrics.connections.set(len(self.connections))
         with contextlib.suppress(*CONNECTION_ERRORS):
-            await self._disconnect_script(
-                keys=self._count_keys(conn), args=[self.settings.gateway_id]
-            )
+            for key in self._count_keys(conn):
+                await self._uncount_script(keys=[key], args=[self.settings.gateway_id])
         if conn.kind == "agent":
             with contextlib.suppress(BusUnavailable):
                 await self._agent_event(conn, "agent_disconnected")
@@ -244,9 +229,6 @@ class Gateway:
         assert conn.principal is not None
         principal = f"{conn.kind}:{conn.principal.id}"
         return [keys.conn_count_ip(conn.ip), keys.conn_count_user(principal)]
-
-    def _gateway_keys_set(self) -> str:
-        return keys.gateway_presence(self.settings.gateway_id) + ":countkeys"
 
     async def _agent_event(self, conn: Connection, type_: str) -> None:
         data = {"agent_id": _int_or_str(conn.user_id), "gateway": self.settings.gateway_id}
@@ -680,7 +662,7 @@ class Gateway:
         s = self.settings
         key = keys.gateway_presence(s.gateway_id)
         async with translate_errors("presence"):
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self.redis.pipeline(transaction=False)  # two shards in a cluster
             pipe.hset(
                 key,
                 mapping={
@@ -699,10 +681,11 @@ class Gateway:
         stale_before = time.time() - self.settings.presence_interval * 6
         for gid in await self.redis.zrangebyscore(keys.GATEWAYS, "-inf", stale_before):
             gateway_id = gid.decode()
-            await self._forget_script(
-                keys=[keys.gateway_presence(gateway_id) + ":countkeys", keys.GATEWAYS],
-                args=[gateway_id],
-            )
+            count_keys = keys.gateway_count_keys(gateway_id)
+            for key in await self.redis.smembers(count_keys):
+                await self.redis.hdel(key, gateway_id)
+            await self.redis.delete(count_keys)
+            await self.redis.zrem(keys.GATEWAYS, gateway_id)
             log.info("forgot the connection counts of dead gateway %s", gateway_id)
 
     async def _sweep_loop(self) -> None:
