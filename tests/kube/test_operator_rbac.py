@@ -5,15 +5,22 @@ without a single Forbidden."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
+from kopf.testing import KopfRunner
+from roomgate_operator.handlers import build_registry
+from roomgate_operator.settings import OperatorSettings
 from roomgate_tools.controlplane import KubeAPI
+from roomgate_tools.procs import free_port
 
 from tests.kube.conftest import CHART, run
-from tests.operator.conftest import Cluster, eventually, run_operator
+from tests.operator.conftest import Cluster, eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,6 +46,28 @@ def service_account_api(api: KubeAPI, tmp_path: Path) -> KubeAPI:
     return KubeAPI(url=api.url, token=token, kubeconfig=kubeconfig, ca_file=api.ca_file)
 
 
+@contextlib.contextmanager
+def operator_as_chart_runs_it(api: KubeAPI, redis_url: str) -> Iterator[KopfRunner]:
+    """roomgate-operator's kopf registry, standalone, serving NS, with ``api``'s credentials
+    and the environment the chart gives it."""
+    settings = OperatorSettings.from_env(
+        redis_url=redis_url,
+        watch_namespace=NS,
+        gateway_deployment="rg-roomgate-gateway",
+        manage_scaling=True,
+        kubeconfig=str(api.kubeconfig),
+        reconcile_interval=0.3,
+    )
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.watching.connect_timeout = 5
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    args = ["run", "--standalone", "--namespace", NS, "--liveness", liveness]
+    with KopfRunner(
+        args, registry=build_registry(settings), settings=kopf_settings, timeout=30
+    ) as runner:
+        yield runner
+
+
 async def test_operator_reconciles_with_the_charts_rbac(
     helm: str, kube_apiserver: KubeAPI, redis_url: str, tmp_path: Path
 ) -> None:
@@ -53,7 +82,7 @@ async def test_operator_reconciles_with_the_charts_rbac(
         status, _ = api.request("GET", f"/api/v1/namespaces/{NS}/secrets")
         assert status == 403
         cluster = Cluster(api, NS)
-        with run_operator(cluster, redis_url, kubeconfig=str(api.kubeconfig)) as operator:
+        with operator_as_chart_runs_it(api, redis_url) as runner:
 
             async def policy() -> dict[str, Any]:
                 return await cluster.ok(
@@ -74,9 +103,10 @@ async def test_operator_reconciles_with_the_charts_rbac(
             )
             minimum = done["spec"]["scaling"]["minReplicas"]
             assert scale["spec"]["replicas"] >= minimum, scale
-            assert operator.alive()
-        output = operator.runner.output
-        for refused in ("Forbidden", "403", "forbidden"):
+            assert not runner.future.done()
+        output = runner.output
+        # RBAC is this test's concern: nothing the operator asked for was refused.
+        for refused in ("Forbidden", "forbidden", " 403"):
             assert refused not in output, output[-3000:]
     finally:
         run([helm, "--kubeconfig", kc, "uninstall", "rg", "-n", NS, "--wait=false"], check=False)
