@@ -119,3 +119,45 @@ async def test_offsets_let_a_live_client_detect_gaps(stack: Stack) -> None:
     for i in range(10):
         await stack.publish("system", "metrics_update", {"n": i})
     assert await offsets_of(ws, 10) == list(range(1, 11))
+
+
+async def test_catch_up_after_the_bus_missed_messages(stack: Stack) -> None:
+    """Messages published while the gateway's subscriber was away reach clients from history, once."""
+    from roomgate_common import keys
+
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "system"}})
+    await recv(ws)
+    await stack.publish("system", "metrics_update", {"n": 1})
+    assert (await recv(ws))["metadata"]["offset"] == 1
+    bus = stack.gateway.bus
+    await bus._pubsub.unsubscribe(keys.room_channel("system"))  # the subscriber "loses" the room
+    await asyncio.sleep(0.1)
+    for n in (2, 3, 4):
+        await stack.publish("system", "metrics_update", {"n": n})
+    assert await recv(ws, timeout=0.3, default=None) is None  # nothing arrived live
+    await bus._pubsub.subscribe(keys.room_channel("system"))
+    await stack.gateway.catch_up()
+    assert await offsets_of(ws, 3) == [2, 3, 4]
+    await stack.publish("system", "metrics_update", {"n": 5})
+    assert await offsets_of(ws, 1) == [5]
+
+
+async def test_since_on_a_room_already_joined_resyncs(stack: Stack) -> None:
+    """subscribe with `since` on a room the client is in replays what it missed (a resync)."""
+    ws = await stack.connect()
+    await send(ws, {"type": "subscribe", "data": {"room": "system"}})
+    await recv(ws)
+    sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(3)]
+    assert await offsets_of(ws, 3) == [1, 2, 3]
+    await send(
+        ws,
+        {
+            "type": "subscribe",
+            "data": {"room": "system", "since": {"offset": 1, "epoch": sent[0].epoch}},
+        },
+    )
+    ok = await recv(ws)
+    assert ok["data"]["recovered"] is True
+    assert ok["data"]["replayed"] == 2
+    assert await offsets_of(ws, 2) == [2, 3]

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio.client import PubSub
 from roomgate_common import keys
@@ -118,7 +118,9 @@ class RoomBus:
         on_control: ControlHandler,
         control_channels: list[str],
         metrics: GatewayMetrics,
+        on_reconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_reconnect = on_reconnect
         plain = cluster_url(redis_url)
         # Control channels: classic pub/sub, cluster-wide from any node of a cluster.
         self._redis: Redis = connect(plain or redis_url, name="roomgate-gateway-sub", retries=0)
@@ -235,4 +237,6 @@ class RoomBus:
         self.connected.set()
         self._metrics.redis_up.set(1)
         self._metrics.redis_reconnects.inc()
+        if self._on_reconnect is not None:
+            await self._on_reconnect()
         log.info("redis subscriber reconnected (%d channels)", len(channels))

@@ -334,6 +334,10 @@ class Connection:
             return False
         self.principal = principal
         refused = await gw.register(self)
+        if refused == "redis_unavailable":  # the limits cannot be checked: try later
+            gw.metrics.connects.labels(refused).inc()
+            await self.close(CloseCode.TRY_AGAIN_LATER)
+            return False
         if refused is not None:
             gw.metrics.connects.labels(refused).inc()
             self._error_now(ErrorCode.CONNECTION_LIMIT, f"too many connections ({refused})", None)

@@ -92,6 +92,8 @@ class Gateway:
         self.delivered = 0
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
         self._pending_by_ip: dict[str, int] = {}
+        # room -> (epoch, offset) of the last message handed to its local members
+        self.last_offset: dict[str, tuple[str, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.redis: Redis
@@ -131,6 +133,7 @@ class Gateway:
                 keys.gateway_control_channel(s.gateway_id),
             ],
             metrics=self.metrics,
+            on_reconnect=self.catch_up,
         )
         await self.bus.start()
         await self.load_policy()
@@ -265,6 +268,7 @@ class Gateway:
         conn.rooms.discard(room)
         if not members:
             del self.rooms[room]
+            self.last_offset.pop(room, None)
         self.metrics.subscriptions.dec()
         await self.bus.leave(room)
 
@@ -327,7 +331,7 @@ class Gateway:
                 return
             if conn.sm.state is not State.OPEN:
                 return
-            if msg.data.since is None or room in conn.rooms:
+            if msg.data.since is None:
                 if room not in conn.rooms:
                     await self._join(conn, room)
                 conn.send_message("subscribed", {"room": room}, room=room, correlation_id=corr)
@@ -342,7 +346,8 @@ class Gateway:
         if conn.recovering is None:
             conn.recovering = {}
         conn.recovering[room] = []
-        await self._join(conn, room)
+        if room not in conn.rooms:  # else: a resync of a room the client is already in
+            await self._join(conn, room)
         replay: list[Outgoing] = []
         recovered = False
         missed: int | None = None
@@ -542,6 +547,10 @@ class Gateway:
         except ValueError:
             self.metrics.drops.labels("malformed").inc()
             return
+        seen = self.last_offset.get(room)
+        if seen is not None and seen[0] == epoch and offset <= seen[1]:
+            return  # already delivered (a catch-up after a bus reconnect overlapped)
+        self.last_offset[room] = (epoch, offset)
         out = self._outgoing(room, offset, epoch, payload)
         if out is None:
             return
@@ -567,6 +576,25 @@ class Gateway:
             if span is not None:
                 span.end()
                 otel_context.detach(token)
+
+    async def catch_up(self) -> None:
+        """After the bus reconnects: hand local members what was published while the
+        subscriber was away (from each served room's history), so no accepted message is
+        missed live. Duplicates with the live stream are dropped by offset."""
+        for room, (epoch, last) in list(self.last_offset.items()):
+            try:
+                async with translate_errors("catch-up"):
+                    current = await self.redis.hget(keys.room_meta(room), "epoch")
+                    if current is None or current.decode() != epoch:
+                        continue  # history lost: clients see the new epoch and reload
+                    entries = await self.redis.xrange(
+                        keys.room_history(room), min=f"{last + 1}-1", max="+"
+                    )
+            except BusUnavailable:
+                return
+            for entry_id, fields in entries:
+                offset = int(entry_id.split(b"-")[0])
+                self.on_room_message(room, b"%d %s %s" % (offset, epoch.encode(), fields[b"m"]))
 
     # ------------------------------------------------------------------ control
     def on_control_message(self, channel: str, data: bytes) -> None:
