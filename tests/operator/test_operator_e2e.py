@@ -23,7 +23,8 @@ import websockets
 from roomgate_auth.server import AuthServer
 from roomgate_auth.tokens import Principal, PrincipalKind
 from roomgate_common import keys
-from roomgate_tools.procs import ManagedProcess, free_port, wait_for_port
+from roomgate_common.redis_adapter import connect
+from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port
 
 from tests.gateway.conftest import recv, recv_until, send, services
 from tests.operator.conftest import (
@@ -113,12 +114,12 @@ async def write_presence(redis: Any, pod: str, connections: int, generation: int
 async def test_policy_reaches_live_gateway_and_connections_scale_the_deployment(
     cluster: Cluster, redis: Any, redis_url: str, tmp_path: Path
 ) -> None:
-    """kubectl apply -> the live gateway refuses a connection past the new per-IP limit within
-    5 s (existing ones stay), status shows the applied generation; connection counts scale
+    """kubectl apply of a lower per-IP limit -> the live gateway refuses the next connection
+    past it within 5 s (existing ones stay), status shows the applied generation; connection counts scale
     the Deployment up at once and down one drained pod per step, emptiest first."""
     enforced, attempts, scaled_up = await scale_scenario(cluster, redis, redis_url, tmp_path)
     # (KopfRunner's click runner captures stdout while the operator runs: print after.)
-    print(f"\napply -> per-IP limit enforced on the live gateway: {enforced:.2f} s")
+    print(f"\napply (limits change) -> per-IP limit enforced on the live gateway: {enforced:.2f} s")
     print(f"({attempts} connection attempts); status after the scale-up:\n{dump(scaled_up)}")
 
 
@@ -135,8 +136,10 @@ async def scale_scenario(
                 existing.append(ws)
 
             # --- limits: kubectl apply -> enforced on the live gateway -----------------
-            spec = {
-                "limits": {"maxConnectionsPerIp": 2, "maxMessageBytes": 4096},
+            # First the policy as created (the operator starting up meanwhile), then the
+            # measured change: maxConnectionsPerIp 10 -> 2 on the running system.
+            spec: dict[str, Any] = {
+                "limits": {"maxConnectionsPerIp": 10, "maxMessageBytes": 4096},
                 "scaling": {
                     "minReplicas": 1,
                     "maxReplicas": 4,
@@ -147,8 +150,18 @@ async def scale_scenario(
                     "drainTimeoutSeconds": 5,
                 },
             }
-            started = time.monotonic()
             await cluster.ok("POST", POLICIES, gateway_policy("gateway", **spec))
+            await eventually(
+                lambda: cluster.policy("gateway"),
+                lambda p: p.get("status", {}).get("appliedGeneration") == 1,
+                what="generation 1 applied",
+            )
+            spec["limits"]["maxConnectionsPerIp"] = 2
+            started = time.monotonic()
+            await cluster.ok(
+                "PATCH", POLICIES + "/gateway", {"spec": {"limits": spec["limits"]}},
+                content_type=MERGE,
+            )  # fmt: skip
             attempts = 0
             while True:
                 attempts += 1
@@ -166,7 +179,7 @@ async def scale_scenario(
                 assert (await recv_until(ws, lambda m: m["type"] == "pong"))["type"] == "pong"
 
             live = await redis.hgetall(keys.LIVE_POLICY)
-            assert int(live[b"generation"]) == 1
+            assert int(live[b"generation"]) == 2
             assert json.loads(live[b"limits"]) == spec["limits"]
             cm = await cluster.ok("GET", CONFIGMAPS + "/gateway-limits")
             assert json.loads(cm["data"]["limits.json"]) == spec["limits"]
@@ -175,13 +188,14 @@ async def scale_scenario(
             policy = await eventually(
                 lambda: cluster.policy("gateway"),
                 lambda p: (
-                    condition(p, "Applied").get("status") == "True"
+                    p["status"].get("appliedGeneration") == 2
                     and p["status"]["podConnections"] == {"gateway-a": 2}  # the probe has gone
                 ),
                 what="Applied",
             )
             status = policy["status"]
-            assert status["appliedGeneration"] == policy["metadata"]["generation"] == 1
+            assert status["appliedGeneration"] == policy["metadata"]["generation"] == 2
+            assert condition(policy, "Applied")["status"] == "True"
             assert status["podConnections"] == {"gateway-a": 2}
             assert condition(policy, "Ready")["status"] == "True"
             assert condition(policy, "Degraded")["status"] == "False"
@@ -189,8 +203,8 @@ async def scale_scenario(
             # --- scale up: 2 real + 25 reported by a fake pod = 27 -> ceil(27/10) = 3 -----
             await cluster.create_pod("gateway-b")
             await cluster.create_pod("gateway-c")
-            await write_presence(redis, "gateway-b", 25, generation=1)
-            await write_presence(redis, "gateway-c", 0, generation=1)
+            await write_presence(redis, "gateway-b", 25, generation=2)
+            await write_presence(redis, "gateway-c", 0, generation=2)
             await eventually(cluster.replicas, lambda r: r == 3, what="3 replicas")
             policy = await eventually(
                 lambda: cluster.policy("gateway"),
@@ -207,7 +221,7 @@ async def scale_scenario(
             pubsub = redis.pubsub()
             channels = {keys.gateway_control_channel(p): p for p in ("gateway-b", "gateway-c")}
             await pubsub.subscribe(*channels, keys.gateway_control_channel("gateway-a"))
-            await write_presence(redis, "gateway-b", 0, generation=1)
+            await write_presence(redis, "gateway-b", 0, generation=2)
             await eventually(cluster.replicas, lambda r: r == 2, what="2 replicas")
             pods = await cluster.ok("GET", PODS)
             costs = {
@@ -334,3 +348,41 @@ async def test_invalid_policies_are_refused_or_degraded(
         assert await asyncio.to_thread(operator.alive)
         # The Deployment was never touched by a policy that does not govern it.
         assert (await cluster.ok("GET", DEPLOYMENTS + "/gateway"))["spec"]["replicas"] == 1
+
+
+async def test_redis_outage_and_lost_policy_are_repaired(
+    cluster: Cluster, own_redis: RedisProcess
+) -> None:
+    """Level-based: a live policy Redis lost is written again on the next tick; while Redis is
+    down the operator retries (TemporaryError) and keeps running, and once it is back a spec
+    change reaches Redis again."""
+    spec = {"limits": {"maxConnectionsPerIp": 3}}
+    await cluster.ok("POST", POLICIES, gateway_policy("gateway", **spec))
+    with run_operator(cluster, own_redis.url) as operator:
+        client = connect(own_redis.url)
+        try:
+
+            async def live() -> dict[bytes, bytes]:
+                return await client.hgetall(keys.LIVE_POLICY)  # type: ignore[no-any-return]
+
+            await eventually(live, lambda h: h.get(b"generation") == b"1", what="published")
+            await client.delete(keys.LIVE_POLICY)  # e.g. Redis restarted without persistence
+            await eventually(live, lambda h: h.get(b"generation") == b"1", what="re-published")
+
+            await asyncio.to_thread(own_redis.stop)
+            await cluster.ok(
+                "PATCH",
+                POLICIES + "/gateway",
+                {"spec": {"limits": {"maxConnectionsPerIp": 4}}},
+                content_type=MERGE,
+            )
+            await asyncio.sleep(1.5)  # a few ticks and handler retries against a dead Redis
+            assert await asyncio.to_thread(operator.alive)
+            await asyncio.to_thread(own_redis.start)
+            latest = await eventually(
+                live, lambda h: h.get(b"generation") == b"2", timeout=15, what="generation 2"
+            )
+            assert json.loads(latest[b"limits"]) == {"maxConnectionsPerIp": 4}
+        finally:
+            await client.aclose()
+    assert "failed temporarily" in operator.runner.output  # retried, not crashed
