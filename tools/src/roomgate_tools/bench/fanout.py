@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -42,6 +43,7 @@ from roomgate_tools.procs import RedisProcess
 
 ORDER = ("gateway", "starlette", "socketio")
 WARMUP_CLIENTS = 10
+SERVER_CPUS = {0}  # with --pin: servers and Redis here, the load generator elsewhere
 KIB = 1024
 
 # The targets of issue 3 on a 2-core machine.
@@ -84,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="connections opened at once (default 100)",
     )
     parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the servers (and Redis) to CPU 0 and the load generator to the other CPUs "
+        "(for a quiet machine; on a shared one the scheduler does better without)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="sample each server with py-spy during the saturation phase and print where "
@@ -114,6 +122,7 @@ class Options:
     rounds: int = 2  # saturation phases per server, taking turns with the other servers
     profile: bool = False
     baseline_ws: str = "auto"
+    pin: bool = False  # servers on CPU 0, this process on the others
 
 
 @dataclass
@@ -350,6 +359,10 @@ async def _prepare(live: _Live, options: Options, redis_url: str, workdir: Path)
     _log(f"[{target.name}] starting the server")
     await asyncio.to_thread(target.start, workdir, redis_url, options.clients)
     pid = target.pid
+    if options.pin:
+        for process in target.processes:
+            if process.proc is not None:
+                procstat.pin_tree(process.proc.pid, SERVER_CPUS)
     wire = target.wire()
     live.publisher = await target.publisher(redis_url)
     # Warm-up clients make the server do every one-time thing (its first connection, gRPC
@@ -594,10 +607,11 @@ def comparisons(results: dict[str, TargetResult]) -> list[dict[str, Any]]:
 
 
 def render(results: dict[str, TargetResult], options: Options, load: str) -> str:
+    pinning = "servers on CPU 0, load generator on the others" if options.pin else "no pinning"
     lines = [
         f"fan-out: {options.clients} clients in one room, rate phase {options.rate:g} events/s, "
         f"{options.duration:g}s per phase, {options.rounds} saturation rounds with at most "
-        f"{options.window} events in flight per client, "
+        f"{options.window} events in flight per client, {pinning}, "
         f"baselines on uvicorn ws={options.baseline_ws}",
         f"load average before the run: {load}",
     ]
@@ -656,6 +670,10 @@ async def measure_all(names: list[str], options: Options, workdir: Path) -> dict
     """Start Redis and the named servers, measure them, stop everything."""
     redis = RedisProcess(workdir / "redis", aof=False)
     await asyncio.to_thread(redis.start)
+    if options.pin and redis.proc is not None:
+        cpus = os.sched_getaffinity(0)
+        procstat.pin_tree(redis.proc.pid, SERVER_CPUS)
+        os.sched_setaffinity(0, cpus - SERVER_CPUS)
     try:
         targets: list[Target] = []
         for name in names:
@@ -681,6 +699,7 @@ def run(args: argparse.Namespace) -> int:
         connect_concurrency=args.connect_concurrency,
         profile=args.profile,
         baseline_ws=args.baseline_ws,
+        pin=args.pin and len(os.sched_getaffinity(0)) >= 2,
     )
     names = [n for n in ORDER if n in (args.only or ORDER)]
     load = _load()

@@ -81,3 +81,17 @@ def tree_rss_bytes(pid: int) -> int:
 def self_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Run ``pid``, every thread of it and its descendants on ``cpus`` only."""
+    for process in process_tree(pid):
+        try:
+            tasks = [int(t.name) for t in Path(f"/proc/{process}/task").iterdir()]
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                os.sched_setaffinity(task, cpus)
+            except OSError:
+                continue
