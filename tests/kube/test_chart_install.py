@@ -202,7 +202,7 @@ def test_operator_rbac_is_least_privilege(installed: KubeAPI) -> None:
     allowed = [
         ("watch", "gatewaypolicies", {"group": "roomgate.io"}),
         ("patch", "gatewaypolicies", {"group": "roomgate.io", "subresource": "status"}),
-        ("patch", "deployments", {"group": "apps"}),
+        ("get", "deployments", {"group": "apps"}),
         ("update", "deployments", {"group": "apps", "subresource": "scale"}),
         ("patch", "pods", {}),
         ("list", "pods", {}),
@@ -215,6 +215,8 @@ def test_operator_rbac_is_least_privilege(installed: KubeAPI) -> None:
     denied = [
         ("get", "secrets", {}),
         ("delete", "deployments", {"group": "apps"}),
+        ("patch", "deployments", {"group": "apps"}),
+        ("get", "configmaps", {"resourceName": "x", "namespace": "kube-system"}),
         ("create", "deployments", {"group": "apps"}),
         ("delete", "pods", {}),
         ("delete", "gatewaypolicies", {"group": "roomgate.io"}),
@@ -223,7 +225,7 @@ def test_operator_rbac_is_least_privilege(installed: KubeAPI) -> None:
     for verb, resource, extra in denied:
         assert not can(installed, sa, verb, resource, **extra), (verb, resource, extra)
     # Nothing in another namespace.
-    assert not can(installed, sa, "patch", "deployments", ns="kube-system", group="apps")
+    assert not can(installed, sa, "get", "deployments", ns="kube-system", group="apps")
     assert not can(installed, sa, "list", "pods", ns="default")
 
 
