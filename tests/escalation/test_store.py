@@ -30,7 +30,7 @@ async def test_history_scan_finds_misses_and_admits_ignorance(redis) -> None:
     # Entries older than the intent (minus the skew margin) end the scan.
     assert await store.history_contains("team-1", since + 120_000, "a:esc:1") is False
 
-    small = Publisher(redis, sender="t", history_maxlen=3)
+    small = Publisher(redis, sender="t", history="*=3:0")
     for i in range(300):
         await _publish(small, "team-2", f"x-{i}")
     assert await store.history_contains("team-2", since, "gone:esc:1") is None

@@ -29,7 +29,7 @@ async def test_offline_past_history_is_not_recovered_and_says_how_many_were_miss
     redis = connect(stack.redis_url)
     client = RoomgateClient(stack.ws_url(), stack.token("301", perms=USER_PERMS), rooms=["tasks"])
     try:
-        publisher = Publisher(redis, sender="fault-test", history_maxlen=10)
+        publisher = Publisher(redis, sender="fault-test", history="*=10:0")
         await client.start(within=15)
         first = [await publisher.publish("tasks", "task_progress", {"n": i}) for i in range(2)]
         await wait_until(lambda: len(client.ids("tasks")) == 2, 10, "two live messages")

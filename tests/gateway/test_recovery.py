@@ -60,7 +60,7 @@ async def test_epoch_change_means_not_recovered(stack: Stack) -> None:
 async def test_gap_beyond_history_is_reported_with_the_count_missed(stack: Stack) -> None:
     """When the gap fell out of the bounded history: recovered=false and how many were missed."""
     redis = connect(stack.redis_url)
-    publisher = Publisher(redis, sender="t", history_maxlen=10)
+    publisher = Publisher(redis, sender="t", history="*=10:0")
     sent = [await publisher.publish("tasks", "metrics_update", {"n": i}) for i in range(300)]
     await redis.aclose()
     ws = await stack.connect()
@@ -161,3 +161,36 @@ async def test_since_on_a_room_already_joined_resyncs(stack: Stack) -> None:
     assert ok["data"]["recovered"] is True
     assert ok["data"]["replayed"] == 2
     assert await offsets_of(ws, 2) == [2, 3]
+
+
+async def test_history_is_bounded_by_age_per_room_pattern(redis_url: str) -> None:
+    """Rooms matching a pattern keep their own bounds; entries past the age bound are trimmed and not replayed."""
+    from roomgate_common import keys
+    from roomgate_common.history import HistoryPolicy
+
+    from tests.gateway.conftest import running_stack
+
+    spec = "task-*=100:1,*=1000:3600"
+    async with running_stack(redis_url, history=spec) as stack:
+        redis = connect(redis_url)
+        publisher = Publisher(redis, sender="t", history=HistoryPolicy.parse(spec))
+        old = [await publisher.publish("task-7", "task_progress", {"n": i}) for i in range(3)]
+        kept = await publisher.publish("tasks", "task_progress", {"n": 0})
+        await asyncio.sleep(1.2)
+        ws = await stack.connect()
+        await send(
+            ws,
+            {
+                "type": "subscribe",
+                "data": {"room": "task-7", "since": {"offset": 1, "epoch": old[0].epoch}},
+            },
+        )
+        ok = await recv(ws)
+        assert ok["data"]["recovered"] is False  # the gap is older than task-*'s 1 s
+        assert ok["data"]["missed"] == 2
+        await publisher.publish("task-7", "task_progress", {"n": 3})
+        assert await redis.xlen(keys.room_history("task-7")) == 1  # the expired head is trimmed
+        assert await redis.xlen(keys.room_history("tasks")) == 1  # other rooms keep theirs
+        assert 0 < await redis.pttl(keys.room_history("task-7")) <= 1000  # idle history expires
+        assert kept.offset == 1
+        await redis.aclose()

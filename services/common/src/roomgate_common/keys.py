@@ -102,9 +102,9 @@ def gateway_control_channel(gateway_id: str) -> str:
 
 
 def room_history(room: str) -> str:
-    """Stream: the room's history. Entry ids are ``<offset>-1`` (offset = the room position),
-    field ``m`` holds the envelope JSON. Escalation consumes ``room_history("alerts")``
-    with a consumer group."""
+    """Stream: the room's history. Entry ids are ``<offset>-1`` (offset = the room position);
+    field ``m`` holds the envelope JSON, ``t`` the append time (Unix ms, for the age bound).
+    Escalation consumes ``room_history("alerts")`` with a consumer group."""
     return f"{PREFIX}:history:{{{room}}}"
 
 

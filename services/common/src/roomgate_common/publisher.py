@@ -20,12 +20,12 @@ from opentelemetry import trace
 
 from roomgate_common import keys
 from roomgate_common.envelope import Envelope, Priority, encode, make_envelope
+from roomgate_common.history import DEFAULT_HISTORY, HistoryPolicy
 from roomgate_common.redis_adapter import Redis, is_cluster, translate_errors
 from roomgate_common.telemetry import inject_trace
 
 _tracer = trace.get_tracer("roomgate.publisher")
 
-DEFAULT_HISTORY_MAXLEN = 1000
 
 PUBLISH_SCRIPT = """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
@@ -34,8 +34,27 @@ if not epoch then
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
-if tonumber(ARGV[2]) > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], offset .. '-1', 'm', ARGV[1])
+local maxlen = tonumber(ARGV[2])
+local max_age = tonumber(ARGV[6])
+if maxlen > 0 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, offset .. '-1', 'm', ARGV[1], 't', now_ms)
+  if max_age > 0 then
+    -- Age bound: drop expired entries from the head (a few per publish), and let an idle
+    -- room's whole history expire.
+    local cutoff = now_ms - max_age
+    local last_old = nil
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
+      if tonumber(entry[2][4]) >= cutoff then break end
+      last_old = entry[1]
+    end
+    if last_old then
+      local old_offset = tonumber(string.match(last_old, '^(%d+)'))
+      redis.call('XTRIM', KEYS[1], 'MINID', (old_offset + 1) .. '-0')
+    end
+    redis.call('PEXPIRE', KEYS[1], max_age)
+  end
 end
 redis.call(ARGV[5], ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[1])
 return {offset, epoch}
@@ -61,13 +80,13 @@ class Publisher:
         redis: Redis,
         *,
         sender: str,
-        history_maxlen: int = DEFAULT_HISTORY_MAXLEN,
+        history: HistoryPolicy | str = DEFAULT_HISTORY,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._tracer = tracer or _tracer
         self._redis = redis
         self._sender = sender
-        self._history_maxlen = history_maxlen
+        self._history = HistoryPolicy.parse(history) if isinstance(history, str) else history
         self._script = redis.register_script(PUBLISH_SCRIPT)
         # Sharded pub/sub in a cluster: the channel lives on the shard of the room's keys.
         self._publish_command = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
@@ -104,15 +123,17 @@ class Publisher:
         """Publish an envelope built elsewhere (the gateway's client publishes)."""
         assert envelope.room is not None
         room = envelope.room
+        bound = self._history.bound(room)
         async with translate_errors("publish"):
             offset, epoch = await self._script(
                 keys=[keys.room_history(room), keys.room_meta(room)],
                 args=[
                     encode(envelope),
-                    self._history_maxlen,
+                    bound.max_messages,
                     secrets.token_hex(4),
                     keys.room_channel(room),
                     self._publish_command,
+                    bound.max_age * 1000,
                 ],
             )
         return Published(

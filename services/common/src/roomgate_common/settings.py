@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Self, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from roomgate_common.errors import ConfigurationError
+from roomgate_common.history import DEFAULT_HISTORY, HistoryPolicy
 
 ENV_PREFIX = "ROOMGATE_"
 
@@ -31,6 +32,19 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str = ""
     # Seconds the service waits for in-flight work after SIGTERM.
     shutdown_grace: float = 10.0
+    # Room history bounds by room pattern (see roomgate_common.history); every publisher
+    # and gateway must use the same value.
+    history: str = DEFAULT_HISTORY
+
+    @field_validator("history")
+    @classmethod
+    def _valid_history(cls, value: str) -> str:
+        HistoryPolicy.parse(value)
+        return value
+
+    @property
+    def history_policy(self) -> HistoryPolicy:
+        return HistoryPolicy.parse(self.history)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Self:

@@ -45,7 +45,9 @@ class EscalationReplica:
             retention_s=settings.escalation_resolved_retention,
         )
         self.events = AlertEvents(
-            Publisher(self.redis, sender=settings.escalation_sender),
+            Publisher(
+                self.redis, sender=settings.escalation_sender, history=settings.history_policy
+            ),
             sender=settings.escalation_sender,
         )
         self.timers = TimerLoop(

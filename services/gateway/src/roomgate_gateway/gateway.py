@@ -105,7 +105,10 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self.redis = connect(s.redis_url, name="roomgate-gateway")
-        self.publisher = Publisher(self.redis, sender="gateway", tracer=self.tracer)
+        self.history = s.history_policy
+        self.publisher = Publisher(
+            self.redis, sender="gateway", tracer=self.tracer, history=self.history
+        )
         self._count_script = self.redis.register_script(COUNT_SCRIPT)
         self._uncount_script = self.redis.register_script(UNCOUNT_SCRIPT)
         self._rate_script = self.redis.register_script(RATE_SCRIPT)
@@ -363,6 +366,8 @@ class Gateway:
                         keys.room_history(room), min=f"{since.offset + 1}-1", max="+"
                     )
                     first = int(entries[0][0].split(b"-")[0]) if entries else top + 1
+                    if entries and _expired(entries[0][1], self.history.bound(room).max_age):
+                        first = -1  # the gap's start is past the room's age bound
                     if first == since.offset + 1 or since.offset == top:
                         recovered = True
                         for entry_id, fields in entries:
@@ -747,6 +752,12 @@ class Gateway:
             await asyncio.gather(*(c.drain(grace) for c in wave))
             if (i + 1) * per_wave < len(conns):
                 await asyncio.sleep(pause)
+
+
+def _expired(fields: dict[bytes, bytes], max_age: int) -> bool:
+    """A history entry older than the room's age bound (not yet trimmed) counts as gone."""
+    appended = fields.get(b"t")
+    return bool(max_age and appended and int(appended) < (time.time() - max_age) * 1000)
 
 
 def _trace_carrier(md: p.ClientMetadata | None) -> dict[str, Any]:
