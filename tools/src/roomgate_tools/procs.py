@@ -205,17 +205,23 @@ class RedisClusterProcess:
             wait_for_port(port, timeout=10)
         create = subprocess.run(
             [
-                which("redis-cli"), "--cluster", "create",
+                which("redis-cli"),
+                "--cluster",
+                "create",
                 *(f"127.0.0.1:{p}" for p in self.ports),
-                "--cluster-replicas", "0", "--cluster-yes",
-            ],  # fmt: skip
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
             capture_output=True,
             timeout=60,
             check=False,
         )
         if create.returncode != 0:
             self.stop()
-            raise ProcessError(f"redis-cli --cluster create failed: {create.stdout!r} {create.stderr!r}")
+            raise ProcessError(
+                f"redis-cli --cluster create failed: {create.stdout!r} {create.stderr!r}"
+            )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             states = [
