@@ -99,7 +99,7 @@ app.kubernetes.io/component: {{ .component }}
 ROOMGATE_REDIS_URL. The password comes from a Secret into ROOMGATE_REDIS_PASSWORD and is
 spliced into the URL by Kubernetes' $(VAR) expansion (it must be URL-safe: generated ones are).
 Sentinel: redis+sentinel://[:pw@]host1:26379,host2:26379/<master>/<db>; cluster:
-redis+cluster://[:pw@]seed1:6379,seed2:6379 (see docs/deploy.md).
+redis+cluster://[:pw@]seed:6379, the first of the addresses (see docs/deploy.md).
 */}}
 {{- define "roomgate.redisURL" -}}
 {{- $auth := "" -}}
@@ -116,7 +116,8 @@ redis+cluster://[:pw@]seed1:6379,seed2:6379 (see docs/deploy.md).
 {{- else if eq $r.mode "sentinel" -}}
 {{- printf "%s://%s%s/%s/%d" (ternary "rediss+sentinel" "redis+sentinel" $r.tls) $auth $r.addresses $r.sentinelMasterName (int $r.database) -}}
 {{- else -}}
-{{- printf "%s://%s%s" (ternary "rediss+cluster" "redis+cluster" $r.tls) $auth $r.addresses -}}
+{{- /* roomgate_common.redis_adapter: any one node names the cluster. */ -}}
+{{- printf "%s://%s%s" (ternary "rediss+cluster" "redis+cluster" $r.tls) $auth (splitList "," $r.addresses | first | trim) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
