@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -386,3 +388,60 @@ async def test_redis_outage_and_lost_policy_are_repaired(
         finally:
             await client.aclose()
     assert "failed temporarily" in operator.runner.output  # retried, not crashed
+
+
+async def test_the_roomgate_operator_process(
+    cluster: Cluster, redis_url: str, tmp_path: Path
+) -> None:
+    """`roomgate-operator` as the chart runs it (kopf.run, standalone, one namespace): it
+    reconciles a policy, answers its liveness probe and /metrics, logs JSON, and stops on
+    SIGTERM."""
+    health, metrics = free_port(), free_port()
+    proc = ManagedProcess(
+        [str(Path(sys.executable).parent / "roomgate-operator")],
+        log_path=tmp_path / "operator.log",
+        env={
+            "ROOMGATE_WATCH_NAMESPACE": cluster.ns,
+            "ROOMGATE_GATEWAY_DEPLOYMENT": "gateway",
+            "ROOMGATE_KUBECONFIG": str(cluster.api.kubeconfig),
+            "ROOMGATE_REDIS_URL": redis_url,
+            "ROOMGATE_HEALTH_LISTEN": f"127.0.0.1:{health}",
+            "ROOMGATE_METRICS_LISTEN": f"127.0.0.1:{metrics}",
+            "ROOMGATE_RECONCILE_INTERVAL": "0.5",
+        },
+    )
+    await cluster.ok("POST", POLICIES, gateway_policy("gateway", limits={"maxConnectionsPerIp": 9}))
+    await asyncio.sleep(1.1)  # creationTimestamp has a one-second resolution
+    await cluster.ok("POST", POLICIES, gateway_policy("elsewhere", target="other"))
+    proc.start()
+    try:
+        await asyncio.to_thread(wait_for_port, health, 20)
+        policy = await eventually(
+            lambda: cluster.policy("gateway"),
+            lambda p: condition(p, "Ready").get("status") == "True",
+            timeout=20,
+            what="Ready",
+        )
+        assert policy["status"]["observedGeneration"] == 1
+        other = await eventually(
+            lambda: cluster.policy("elsewhere"),
+            lambda p: condition(p, "Degraded").get("status") == "True",
+            what="elsewhere Degraded",
+        )
+        assert condition(other, "Degraded")["reason"] in ("Conflict", "UnmanagedTarget")
+
+        def get(url: str) -> tuple[int, str]:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status, resp.read().decode()
+
+        assert (await asyncio.to_thread(get, f"http://127.0.0.1:{health}/healthz"))[0] == 200
+        status, text = await asyncio.to_thread(get, f"http://127.0.0.1:{metrics}/metrics")
+        assert status == 200 and "roomgate_operator_policy_publishes_total" in text
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.proc.wait, 15) == 0
+    finally:
+        proc.stop(timeout=5)
+    lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+    assert any(line.get("service") == "operator" for line in lines), proc.output()[-2000:]
+    assert "Traceback" not in proc.output(), proc.output()[-3000:]
