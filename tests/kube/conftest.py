@@ -21,6 +21,7 @@ KUBE_TOOLS = Path(os.environ.get("ROOMGATE_KUBE_TOOLS_DIR", REPO_ROOT / ".cache"
 MATRIX: dict[str, list[Path]] = {
     "defaults": [],
     "external-redis": [VALUES_DIR / "external-redis.yaml"],
+    "sentinel": [VALUES_DIR / "sentinel.yaml"],
     "gateway-api": [VALUES_DIR / "gateway-api.yaml"],
     "hpa-operator-off": [VALUES_DIR / "hpa.yaml"],
     "networkpolicy": [VALUES_DIR / "networkpolicy.yaml"],

@@ -9,7 +9,16 @@ import subprocess
 
 import pytest
 
-from tests.kube.conftest import CHART, MATRIX, by_kind, kube_tool_dir, objects, render, run
+from tests.kube.conftest import (
+    CHART,
+    MATRIX,
+    VALUES_DIR,
+    by_kind,
+    kube_tool_dir,
+    objects,
+    render,
+    run,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -186,7 +195,13 @@ def test_redis_choices(helm: str) -> None:
         "rediss://roomgate:$(ROOMGATE_REDIS_PASSWORD)@redis.databases.svc:6380/0"
     )
     assert redis_url(MATRIX["hpa-operator-off"]) == "redis+cluster://redis-0.redis:6379"
-    assert redis_url(MATRIX["production-example"]).startswith("rediss+sentinel://:$(ROOMGATE_")
+    assert redis_url(MATRIX["production-example"]) == (
+        "rediss+cluster://:$(ROOMGATE_REDIS_PASSWORD)@redis-cluster.redis.svc:6379"
+    )
+    sentinel = VALUES_DIR / "sentinel.yaml"
+    assert redis_url([sentinel]) == (
+        "redis+sentinel://:$(ROOMGATE_REDIS_PASSWORD)@s0:26379,s1:26379/roomgate/2"
+    )
     assert not by_kind(objects(render(helm, MATRIX["external-redis"])), "StatefulSet")
 
 
