@@ -23,7 +23,7 @@ from roomgate_common.metrics import MetricsServer
 from roomgate_common.redis_adapter import connect
 
 from roomgate_operator.bus import PolicyBus
-from roomgate_operator.errors import KubeUnavailable, NotFound
+from roomgate_operator.errors import KubeUnavailable, NotFound, OperatorError
 from roomgate_operator.kube import (
     GROUP,
     PLURAL,
@@ -75,7 +75,10 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
         settings.watching.server_timeout = 300
-        kube = KubeClient(await load_configuration(config.kubeconfig))
+        try:
+            kube = KubeClient(await load_configuration(config.kubeconfig))
+        except OperatorError as exc:  # a configuration error: fail fast, do not retry
+            raise kopf.PermanentError(str(exc)) from exc
         memo["kube"] = kube
         memo["redis"] = redis = connect(config.redis_url, name="roomgate-operator")
         metrics = OperatorMetrics()

@@ -3,6 +3,7 @@ namespace, standalone (one replica, Recreate), with kopf's liveness endpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 
@@ -11,7 +12,9 @@ from roomgate_common.errors import ConfigurationError
 from roomgate_common.logs import setup_logging
 from roomgate_common.settings import split_hostport
 
+from roomgate_operator.errors import OperatorError
 from roomgate_operator.handlers import build_registry
+from roomgate_operator.kube import load_configuration
 from roomgate_operator.settings import OperatorSettings
 
 
@@ -36,6 +39,10 @@ def main() -> None:
         host, port = split_hostport(settings.health_listen)
     except ConfigurationError as exc:
         raise SystemExit(str(exc)) from None
+    try:  # fail fast, with the reason, when there are no credentials at all
+        asyncio.run(load_configuration(settings.kubeconfig))
+    except OperatorError as exc:
+        raise SystemExit(f"roomgate-operator: {exc}") from None
     setup_logging("operator", settings.log_level)
     for handler in logging.getLogger().handlers:
         if handler.formatter is not None:
