@@ -54,6 +54,25 @@ class Cluster:
         assert status < 300, (status, result.get("message"))
         return result
 
+    async def table(self, path: str) -> dict[str, list[Any]]:
+        """What `kubectl get` prints: the API server's Table (printer columns) as
+        {column name: [value per row]}."""
+
+        def get() -> Any:
+            req = urllib.request.Request(
+                self.api.url + path.format(ns=self.ns),
+                headers={
+                    "Authorization": f"Bearer {self.api.token}",
+                    "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
+                },
+            )
+            with urllib.request.urlopen(req, context=self.api.ssl_context(), timeout=10) as r:
+                return json.loads(r.read())
+
+        table = await asyncio.to_thread(get)
+        names = [c["name"] for c in table["columnDefinitions"]]
+        return {n: [row["cells"][i] for row in table["rows"]] for i, n in enumerate(names)}
+
     async def create_pod(self, name: str) -> None:
         await self.ok("POST", PODS, pod(name))
 

@@ -248,6 +248,13 @@ async def scale_scenario(
                 what="status at 1 replica",
             )
             assert condition(policy, "Ready")["status"] == "True"
+            table = await cluster.table(POLICIES)  # kubectl get gatewaypolicies
+            assert list(table) == [
+                "Name", "Target", "Connections", "Desired", "Current", "Applied", "Ready", "Age"
+            ]  # fmt: skip
+            assert [v[0] for v in list(table.values())[:7]] == [
+                "gateway", "gateway", 2, 1, 1, 2, "True"
+            ]  # fmt: skip
             # The real gateway was never asked to drain: its clients are still here.
             for ws in existing:
                 await send(ws, {"type": "ping"})
