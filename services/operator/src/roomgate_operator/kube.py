@@ -51,6 +51,23 @@ async def _translate(what: str) -> AsyncIterator[None]:
         raise KubeUnavailable(f"{what}: {exc.__class__.__name__}") from exc
 
 
+def label_selector(selector: client.V1LabelSelector) -> str:
+    """A LabelSelector as the ``labelSelector`` query string (matchLabels and
+    matchExpressions: In, NotIn, Exists, DoesNotExist)."""
+    terms = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for expr in selector.match_expressions or []:
+        values = ",".join(expr.values or [])
+        terms.append(
+            {
+                "In": f"{expr.key} in ({values})",
+                "NotIn": f"{expr.key} notin ({values})",
+                "Exists": expr.key,
+                "DoesNotExist": f"!{expr.key}",
+            }[expr.operator]
+        )
+    return ",".join(terms)
+
+
 async def load_configuration(kubeconfig: str = "") -> client.Configuration:
     """``kubeconfig`` when given; else the in-cluster service account; else $KUBECONFIG
     (or ~/.kube/config). kopf logs in with the same (handlers.login)."""
@@ -92,9 +109,11 @@ class KubeClient:
     async def target(self, namespace: str, name: str) -> Target:
         async with _translate(f"deployment {namespace}/{name}"):
             dep = await self._apps.read_namespaced_deployment(name, namespace)
-        labels = dep.spec.selector.match_labels or {}
-        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        return Target(name=name, selector=selector, replicas=int(dep.spec.replicas or 0))
+        return Target(
+            name=name,
+            selector=label_selector(dep.spec.selector),
+            replicas=int(dep.spec.replicas or 0),
+        )
 
     async def scale(self, namespace: str, name: str, replicas: int) -> int:
         """Set ``spec.replicas`` through the scale subresource (read, then replace with its
