@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from roomgate_gateway.limits import POLICY_FIELDS
 from roomgate_operator.policy import (
@@ -95,6 +95,7 @@ def test_invalid_specs_are_rejected_with_a_reason(spec: dict[str, Any], reason: 
     assert info.value.reason == reason
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(
     st.fixed_dictionaries(
         {},
@@ -136,6 +137,7 @@ def test_the_oldest_policy_governs_the_gateways() -> None:
     assert owner([]) is None
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(
     st.lists(
         st.builds(

@@ -66,6 +66,7 @@ def test_recommend_is_ceil_of_connections_over_target_within_bounds() -> None:
     assert recommend(10**9, SPEC) == 10
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(st.integers(0, 10**8), st.integers(0, 10**8), specs())
 def test_recommend_is_bounded_and_monotonic(a: int, b: int, spec: ScalingSpec) -> None:
     """More connections never recommend fewer replicas; always within the bounds."""
@@ -103,6 +104,7 @@ def test_prune_keeps_the_longer_window_and_the_newest() -> None:
     assert prune([Sample(0, 1)], 1000, SPEC) == [Sample(0, 1)]
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(histories(), st.integers(1, 40), specs())
 def test_stabilize_moves_only_when_the_whole_window_agrees(
     history: tuple[list[Sample], float], current: int, spec: ScalingSpec
@@ -124,6 +126,7 @@ def test_stabilize_moves_only_when_the_whole_window_agrees(
     assert result == current or result in {s.replicas for s in samples}
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(histories(), specs())
 def test_stabilize_with_zero_windows_follows_the_latest(
     history: tuple[list[Sample], float], spec: ScalingSpec
@@ -134,6 +137,7 @@ def test_stabilize_with_zero_windows_follows_the_latest(
     assert stabilize(samples, now, 5, spec) == samples[-1].replicas
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(st.integers(1, 60), st.integers(1, 60), specs())
 def test_target_replicas_removes_at_most_a_step_and_stays_in_bounds(
     stabilized: int, current: int, spec: ScalingSpec
@@ -160,6 +164,7 @@ def test_victims_are_the_emptiest_pods_draining_first() -> None:
     assert pick_victims(pods, 0) == ()
 
 
+@settings(deadline=None)  # no per-example deadline: the machine is shared
 @given(
     st.dictionaries(
         st.text("abcdef", min_size=1, max_size=5).map("gw-".__add__), st.integers(0, 10**10)
@@ -225,7 +230,7 @@ def test_decide_finishes_a_drain_even_if_load_came_back() -> None:
     assert (d.action, d.replicas) == (Action.SCALE, 1)
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)  # no deadline: the machine is shared
 @given(specs(), st.lists(st.integers(0, 20_000), min_size=1, max_size=40), st.integers(1, 40))
 def test_a_simulated_run_stays_in_bounds_and_steps_down_gently(
     spec: ScalingSpec, loads: list[int], start: int
