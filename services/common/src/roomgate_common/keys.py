@@ -150,3 +150,25 @@ ESC_ACTIVE = f"{PREFIX}:esc:{{esc}}:active"
 
 ESC_COUNTS = f"{PREFIX}:esc:{{esc}}:counts"
 """Hash: state -> number of alerts in it (triggered, escalated, acknowledged)."""
+
+
+# --- offline mailboxes (per user; share the user room's hash tag: one slot) -------------
+
+
+def mailbox(user_id: str) -> str:
+    """Sorted set: envelope ids waiting for the user's ack, scored by arrival (Unix ms)."""
+    return f"{PREFIX}:mailbox:{{user-{user_id}}}"
+
+
+def mailbox_messages(user_id: str) -> str:
+    """Hash: envelope id -> the message in bus format (``<offset> <epoch> <JSON>``)."""
+    return f"{PREFIX}:mailbox:{{user-{user_id}}}:msgs"
+
+
+def mailbox_low(user_id: str) -> str:
+    """Sorted set: the ``low``-priority subset of ``mailbox`` (evicted first when full)."""
+    return f"{PREFIX}:mailbox:{{user-{user_id}}}:low"
+
+
+def mailbox_keys(user_id: str) -> list[str]:
+    return [mailbox(user_id), mailbox_messages(user_id), mailbox_low(user_id)]

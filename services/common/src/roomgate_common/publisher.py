@@ -21,13 +21,21 @@ from opentelemetry import trace
 from roomgate_common import keys
 from roomgate_common.envelope import Envelope, Priority, encode, make_envelope
 from roomgate_common.history import DEFAULT_HISTORY, HistoryPolicy
+from roomgate_common.mailbox import (
+    DEFAULT_MAILBOX_CAP,
+    DEFAULT_MAILBOX_TTL,
+    FILE_FUNCTION,
+    mailbox_user,
+)
 from roomgate_common.redis_adapter import Redis, is_cluster, translate_errors
 from roomgate_common.telemetry import inject_trace
 
 _tracer = trace.get_tracer("roomgate.publisher")
 
 
-PUBLISH_SCRIPT = """
+PUBLISH_SCRIPT = (
+    FILE_FUNCTION
+    + """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
 if not epoch then
   epoch = ARGV[3]
@@ -56,9 +64,16 @@ if maxlen > 0 then
     redis.call('PEXPIRE', KEYS[1], max_age)
   end
 end
+local evicted = 0
+if #KEYS >= 5 then
+  -- A user room: file the message in the user's mailbox until acknowledged.
+  evicted = file_in_mailbox(KEYS[3], KEYS[4], KEYS[5], ARGV[7],
+    offset .. ' ' .. epoch .. ' ' .. ARGV[1], ARGV[8], ARGV[9], ARGV[10], '')
+end
 redis.call(ARGV[5], ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[1])
-return {offset, epoch}
+return {offset, epoch, evicted}
 """
+)
 
 
 class Published(Envelope, kw_only=True):
@@ -66,6 +81,8 @@ class Published(Envelope, kw_only=True):
 
     offset: int = 0
     epoch: str = ""
+    # Messages evicted from the user's mailbox to make room (count them in your metrics).
+    mailbox_evicted: int = 0
 
 
 def split_bus_message(raw: bytes) -> tuple[int, str, bytes]:
@@ -81,12 +98,16 @@ class Publisher:
         *,
         sender: str,
         history: HistoryPolicy | str = DEFAULT_HISTORY,
+        mailbox_cap: int = DEFAULT_MAILBOX_CAP,
+        mailbox_ttl: int = DEFAULT_MAILBOX_TTL,
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._tracer = tracer or _tracer
         self._redis = redis
         self._sender = sender
         self._history = HistoryPolicy.parse(history) if isinstance(history, str) else history
+        self._mailbox_cap = mailbox_cap
+        self._mailbox_ttl = mailbox_ttl
         self._script = redis.register_script(PUBLISH_SCRIPT)
         # Sharded pub/sub in a cluster: the channel lives on the shard of the room's keys.
         self._publish_command = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
@@ -120,13 +141,19 @@ class Publisher:
             return await self.publish_envelope(envelope)
 
     async def publish_envelope(self, envelope: Envelope) -> Published:
-        """Publish an envelope built elsewhere (the gateway's client publishes)."""
+        """Publish an envelope built elsewhere (the gateway's client publishes). Messages of
+        a ``user-{id}`` room are marked ``requiresAck`` and filed in that user's mailbox."""
         assert envelope.room is not None
         room = envelope.room
         bound = self._history.bound(room)
+        user = mailbox_user(room)
+        room_keys = [keys.room_history(room), keys.room_meta(room)]
+        if user is not None:
+            envelope.metadata["requiresAck"] = True
+            room_keys += keys.mailbox_keys(user)
         async with translate_errors("publish"):
-            offset, epoch = await self._script(
-                keys=[keys.room_history(room), keys.room_meta(room)],
+            offset, epoch, evicted = await self._script(
+                keys=room_keys,
                 args=[
                     encode(envelope),
                     bound.max_messages,
@@ -134,10 +161,15 @@ class Publisher:
                     keys.room_channel(room),
                     self._publish_command,
                     bound.max_age * 1000,
+                    envelope.id,
+                    envelope.metadata.get("priority", "normal"),
+                    self._mailbox_cap,
+                    self._mailbox_ttl * 1000,
                 ],
             )
         return Published(
             **{f: getattr(envelope, f) for f in envelope.__struct_fields__},
             offset=int(offset),
             epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
+            mailbox_evicted=int(evicted),
         )

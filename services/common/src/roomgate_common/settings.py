@@ -36,6 +36,11 @@ class ServiceSettings(BaseSettings):
     # and gateway must use the same value.
     history: str = DEFAULT_HISTORY
 
+    # Offline mailboxes (user-{id} rooms): most messages kept per user, and how long an
+    # untouched mailbox lives (seconds). See roomgate_common.mailbox.
+    mailbox_cap: int = 1000
+    mailbox_ttl: int = 7 * 86400
+
     @field_validator("history")
     @classmethod
     def _valid_history(cls, value: str) -> str:

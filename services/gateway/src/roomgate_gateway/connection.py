@@ -76,6 +76,7 @@ class Connection:
     __slots__ = (
         "_busy",
         "_expiry_timers",
+        "_pending",
         "_queue",
         "_receive",
         "_send",
@@ -106,6 +107,8 @@ class Connection:
         self._busy = False
         self._writer: asyncio.Task[None] | None = None
         self._expiry_timers: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
+        # envelope id -> [message, resends so far, timer]: requiresAck messages not yet acked
+        self._pending: dict[str, list[Any]] | None = None
 
     # ------------------------------------------------------------------ identity
     @property
@@ -131,10 +134,51 @@ class Connection:
         if self.recovering is not None and item.room in self.recovering:
             self.recovering[item.room].append(item)
             return
+        if item.ack_id is not None:
+            self._await_ack(item)
+        self._write(item)
+
+    def _write(self, item: Outgoing) -> None:
         if self._busy:
             self._enqueue(item)
             return
         self._send_now(self._frame_of(item))
+
+    # ------------------------------------------------------------------ acknowledged delivery
+    def _await_ack(self, item: Outgoing) -> None:
+        assert item.ack_id is not None
+        if self._pending is None:
+            self._pending = {}
+        if item.ack_id in self._pending:
+            return
+        timer = asyncio.get_running_loop().call_later(
+            self.gw.settings.ack_timeout, self._ack_timeout, item.ack_id
+        )
+        self._pending[item.ack_id] = [item, 0, timer]
+        self.gw.keep_until_acked(self, item)
+
+    def _ack_timeout(self, ack_id: str) -> None:
+        entry = self._pending.get(ack_id) if self._pending else None
+        if entry is None or self.sm.state is not State.OPEN:
+            return
+        if entry[1] >= self.gw.settings.ack_retries:
+            # Given up on this connection; a user's mailbox still has it for the next one.
+            del self._pending[ack_id]  # type: ignore[union-attr]
+            self.gw.metrics.drops.labels("ack_timeout").inc()
+            return
+        entry[1] += 1
+        self.gw.metrics.redeliveries.inc()
+        self._write(entry[0])
+        entry[2] = asyncio.get_running_loop().call_later(
+            self.gw.settings.ack_timeout, self._ack_timeout, ack_id
+        )
+
+    def ack_received(self, ack_id: str) -> None:
+        entry = self._pending.pop(ack_id, None) if self._pending else None
+        if entry is not None:
+            entry[2].cancel()
+        if not self._pending:
+            self._pending = None
 
     def _enqueue(self, item: Outgoing) -> None:
         if self._queue is None:
@@ -291,6 +335,8 @@ class Connection:
             if self._expiry_timers:
                 for timer in self._expiry_timers:
                     timer.cancel()
+            for entry in (self._pending or {}).values():
+                entry[2].cancel()
 
     async def _authenticate(self, token: str | None) -> bool:
         gw = self.gw

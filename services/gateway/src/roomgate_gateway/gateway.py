@@ -17,10 +17,10 @@ import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
-from roomgate_common import keys
+from roomgate_common import keys, mailbox
 from roomgate_common.envelope import Envelope, encode, make_envelope
 from roomgate_common.errors import BusUnavailable
-from roomgate_common.publisher import Publisher, split_bus_message
+from roomgate_common.publisher import Published, Publisher, split_bus_message
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, translate_errors
 from roomgate_common.telemetry import extract_trace, inject_trace
 
@@ -107,8 +107,15 @@ class Gateway:
         self.redis = connect(s.redis_url, name="roomgate-gateway")
         self.history = s.history_policy
         self.publisher = Publisher(
-            self.redis, sender="gateway", tracer=self.tracer, history=self.history
+            self.redis,
+            sender="gateway",
+            tracer=self.tracer,
+            history=self.history,
+            mailbox_cap=s.mailbox_cap,
+            mailbox_ttl=s.mailbox_ttl,
         )
+        self._file_script = self.redis.register_script(mailbox.FILE_SCRIPT)
+        self._unfile_script = self.redis.register_script(mailbox.REMOVE_SCRIPT)
         self._count_script = self.redis.register_script(COUNT_SCRIPT)
         self._uncount_script = self.redis.register_script(UNCOUNT_SCRIPT)
         self._rate_script = self.redis.register_script(RATE_SCRIPT)
@@ -250,9 +257,72 @@ class Gateway:
             personal.append(f"user-{conn.principal.id}")
         if conn.principal.session_id:
             personal.append(f"session-{conn.principal.session_id}")
+        if conn.kind == "user":  # hold the user room's live traffic until the mailbox is out
+            conn.recovering = {personal[0]: []}
         for room in personal:
             await self._join(conn, room)
             conn.send_message("subscribed", {"room": room, "personal": True}, room=room)
+        if conn.kind == "user":
+            await self._deliver_mailbox(conn, personal[0])
+
+    async def _deliver_mailbox(self, conn: Connection, user_room: str) -> None:
+        """What waits in the user's mailbox, in arrival order, before live traffic."""
+        assert conn.principal is not None
+        assert conn.recovering is not None
+        box, msgs, _low = keys.mailbox_keys(conn.principal.id)
+        waiting: list[Outgoing] = []
+        gone: list[str] = []
+        try:
+            async with translate_errors("mailbox"):
+                ids = await self.redis.zrange(box, 0, -1)
+                payloads = await self.redis.hmget(msgs, ids) if ids else []
+        except BusUnavailable:
+            payloads, ids = [], []
+        for envelope_id, raw in zip(ids, payloads, strict=True):
+            out = self._from_bus(None, raw) if raw is not None else None
+            if out is None:
+                gone.append(envelope_id.decode())
+            else:
+                waiting.append(out)
+        held = conn.recovering.pop(user_room, [])
+        conn.recovering = conn.recovering or None
+        last = max((o.offset for o in waiting if o.room == user_room), default=0)
+        for out in waiting:
+            conn.deliver(out)
+        self.metrics.mailbox_delivered.inc(len(waiting))
+        for out in held:
+            if out.offset > last:
+                conn.deliver(out)
+        if gone:  # expired or unreadable: nothing to wait for
+            with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
+                await self._unfile_script(keys=keys.mailbox_keys(conn.principal.id), args=gone)
+
+    def keep_until_acked(self, conn: Connection, out: Outgoing) -> None:
+        """A requiresAck message of a shared room, delivered to a user: file it in the user's
+        mailbox too, so it survives a reconnect until acked. (User rooms are filed at publish.)"""
+        if conn.kind != "user" or out.room is None or mailbox.mailbox_user(out.room):
+            return
+        assert conn.principal is not None
+        assert out.ack_id is not None
+        payload = f"{out.offset} {out.epoch} {out.frame}"
+        asyncio.get_running_loop().create_task(
+            self._file(conn.principal.id, out.ack_id, payload, out.priority)
+        )
+
+    async def _file(self, user_id: str, envelope_id: str, payload: str, priority: str) -> None:
+        with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
+            evicted = await self._file_script(
+                keys=keys.mailbox_keys(user_id),
+                args=[
+                    envelope_id,
+                    payload,
+                    priority,
+                    self.settings.mailbox_cap,
+                    self.settings.mailbox_ttl * 1000,
+                    "",
+                ],
+            )
+            self.metrics.drops.labels("mailbox_full").inc(int(evicted))
 
     async def _join(self, conn: Connection, room: str) -> None:
         members = self.rooms.get(room)
@@ -472,7 +542,7 @@ class Gateway:
                 msg.type, sender=conn.sender, room=room, data=msg.data, metadata=metadata
             )
             try:
-                published = await self.publisher.publish_envelope(envelope)
+                published = await self.publish(envelope)
             except BusUnavailable:
                 conn.error(ErrorCode.UNAVAILABLE, "bus unavailable, message not accepted", ref=msg)
                 return
@@ -483,6 +553,13 @@ class Gateway:
                     correlation_id=metadata.get("correlation_id"),
                     extra={"ackId": msg.id},
                 )
+
+    async def publish(self, envelope: Envelope) -> Published:
+        """Publish through the bus; counts what a full mailbox had to evict."""
+        published = await self.publisher.publish_envelope(envelope)
+        if published.mailbox_evicted:
+            self.metrics.drops.labels("mailbox_full").inc(published.mailbox_evicted)
+        return published
 
     async def _alert_command(self, conn: Connection, msg: p.Event) -> None:
         """A user's alert_acknowledged/alert_resolved goes to the escalation service, which
@@ -511,10 +588,30 @@ class Gateway:
             )
 
     def acked(self, conn: Connection, ack_id: str) -> None:
-        """A client acknowledged a server message (acknowledged delivery hooks here)."""
+        """A client acknowledged a server message: stop resending it and take it out of the
+        user's mailbox."""
+        self.metrics.acks.inc()
+        conn.ack_received(ack_id)
+        if conn.kind == "user" and conn.principal is not None:
+            asyncio.get_running_loop().create_task(self._unfile(conn.principal.id, ack_id))
+
+    async def _unfile(self, user_id: str, envelope_id: str) -> None:
+        with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
+            await self._unfile_script(keys=keys.mailbox_keys(user_id), args=[envelope_id])
 
     # ------------------------------------------------------------------ fan-out
-    def _outgoing(self, room: str, offset: int, epoch: str, payload: bytes) -> Outgoing | None:
+    def _from_bus(self, room: str | None, raw: bytes) -> Outgoing | None:
+        """A message in bus format (``<offset> <epoch> <JSON>``), ready for the sockets."""
+        try:
+            offset, epoch, payload = split_bus_message(raw)
+        except ValueError:
+            self.metrics.drops.labels("malformed").inc()
+            return None
+        return self._outgoing(room, offset, epoch, payload)
+
+    def _outgoing(
+        self, room: str | None, offset: int, epoch: str, payload: bytes
+    ) -> Outgoing | None:
         try:
             env = _envelope_decoder.decode(payload)
         except msgspec.MsgspecError:
@@ -538,9 +635,10 @@ class Gateway:
             encode(env).decode(),
             priority,
             expires_at,
-            room,
+            room or env.room,
             offset,
             env.id if md.get("requiresAck") else None,
+            epoch=epoch,
         )
 
     def on_room_message(self, room: str, raw: bytes) -> None:

@@ -66,3 +66,10 @@ class GatewayMetrics:
             f"{p}_policy_generation", "Generation of the live policy in force", registry=r
         )
         self.draining = Gauge(f"{p}_draining", "1 while the gateway drains", registry=r)
+        self.redeliveries = Counter(
+            f"{p}_redeliveries", "requiresAck messages sent again for want of an ack", registry=r
+        )
+        self.acks = Counter(f"{p}_acks", "Acks received from clients", registry=r)
+        self.mailbox_delivered = Counter(
+            f"{p}_mailbox_delivered", "Messages delivered from offline mailboxes", registry=r
+        )

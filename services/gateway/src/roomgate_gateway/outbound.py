@@ -32,6 +32,7 @@ class Outgoing:
     ack_id: str | None = None
     # The `compressed` frame, made once on first need and shared by every recipient.
     compressed: str | None = None
+    epoch: str = ""
 
 
 class OutboundQueue:

@@ -80,7 +80,7 @@ async def publish_event(
         body.type, sender=sender or principal.id, room=body.room, data=body.data, metadata=metadata
     )
     try:
-        published = await gw.publisher.publish_envelope(envelope)
+        published = await gw.publish(envelope)
     except BusUnavailable:
         raise PublishError(503, "unavailable", "bus unavailable; message not accepted") from None
     return {

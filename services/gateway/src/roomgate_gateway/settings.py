@@ -58,3 +58,9 @@ class GatewaySettings(ServiceSettings):
     reconnect_jitter_ms: int = Field(default=5000, ge=0)
 
     presence_interval: float = Field(default=5.0, gt=0)
+
+    # --- acknowledged delivery (server -> client) ----------------------------------------
+    # A `requiresAck` message not acked within ack_timeout is sent again, up to ack_retries
+    # times on the same connection; it stays in the user's mailbox until acked.
+    ack_timeout: float = Field(default=5.0, gt=0)
+    ack_retries: int = Field(default=3, ge=0)

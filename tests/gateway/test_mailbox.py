@@ -1,0 +1,151 @@
+"""Offline mailboxes and acknowledged delivery: user-{id} messages wait per user until acked
+(or their ttl passes, or the cap evicts them, low priority first), arrive in order before
+live traffic on any gateway, and unacked messages are sent again on the same connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from roomgate_common import keys
+from roomgate_common.publisher import Publisher
+from roomgate_common.redis_adapter import connect
+
+from tests.gateway.conftest import Stack, recv, send
+from tests.gateway.test_fanout import flatten, second_gateway
+
+
+async def events(ws: object, count: int, type_: str = "task_created") -> list[dict[str, object]]:
+    got: list[dict[str, object]] = []
+    while len(got) < count:
+        got += [m for m in flatten(await recv(ws)) if m["type"] == type_]  # type: ignore[arg-type]
+    return got
+
+
+async def test_offline_messages_wait_until_acked(stack: Stack) -> None:
+    """Published while offline -> delivered in order at connect, marked requiresAck; acked ones are gone next time."""
+    sent = [await stack.publish("user-42", "task_created", {"n": i}) for i in range(3)]
+    ws = await stack.connect(stack.token("42"), welcome=False)
+    assert (await recv(ws))["type"] == "welcome"
+    got = await events(ws, 3)
+    assert [m["id"] for m in got] == [s.id for s in sent]
+    assert all(m["metadata"]["requiresAck"] for m in got)  # type: ignore[index]
+    for m in got[:2]:
+        await send(ws, {"type": "ack", "ackId": m["id"]})
+    await asyncio.sleep(0.3)
+    await ws.close()
+    async with second_gateway(stack) as two:  # any gateway: the mailbox lives in Redis
+        again = await two.connect(stack.token("42"), welcome=False)
+        assert (await recv(again))["type"] == "welcome"
+        assert [m["id"] for m in await events(again, 1)] == [sent[2].id]
+
+
+async def test_mailbox_before_live_traffic_without_duplicates(stack: Stack) -> None:
+    """Messages published during the connect arrive once each, mailbox first, in offset order."""
+    for i in range(5):
+        await stack.publish("user-42", "task_created", {"n": i})
+    publishing = asyncio.create_task(_publish_many(stack, 5, start=5))
+    ws = await stack.connect(stack.token("42"), welcome=False)
+    await publishing
+    got = await events(ws, 10)
+    offsets = [m["metadata"]["offset"] for m in got]  # type: ignore[index]
+    assert offsets == list(range(1, 11))
+
+
+async def _publish_many(stack: Stack, count: int, start: int) -> None:
+    for i in range(start, start + count):
+        await stack.publish("user-42", "task_created", {"n": i})
+
+
+async def test_expired_messages_are_not_delivered_and_leave_the_mailbox(stack: Stack) -> None:
+    """A mailbox message past its ttl is dropped at delivery and removed."""
+    await stack.publish("user-42", "task_created", {"n": 0}, ttl=1)
+    fresh = await stack.publish("user-42", "task_created", {"n": 1})
+    await asyncio.sleep(1.2)
+    ws = await stack.connect(stack.token("42"), welcome=False)
+    await recv(ws)
+    assert [m["id"] for m in await events(ws, 1)] == [fresh.id]
+    redis = connect(stack.redis_url)
+    for _ in range(50):
+        if await redis.zcard(keys.mailbox("42")) == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert await redis.zcard(keys.mailbox("42")) == 1
+    await redis.aclose()
+
+
+async def test_cap_evicts_oldest_low_priority_first(stack: Stack) -> None:
+    """Over the cap, the oldest low message goes first, then the oldest; evictions are reported."""
+    redis = connect(stack.redis_url)
+    publisher = Publisher(redis, sender="t", mailbox_cap=3)
+    plan = [
+        ("l1", "low"),
+        ("n1", "normal"),
+        ("l2", "low"),
+        ("n2", "normal"),
+        ("n3", "normal"),
+        ("n4", "normal"),
+    ]
+    evicted = []
+    ids = {}
+    for name, priority in plan:
+        published = await publisher.publish(
+            "user-42", "task_created", {"name": name}, priority=priority
+        )
+        ids[published.id] = name
+        evicted.append(published.mailbox_evicted)
+    assert evicted == [0, 0, 0, 1, 1, 1]
+    remaining = [ids[i.decode()] for i in await redis.zrange(keys.mailbox("42"), 0, -1)]
+    assert remaining == ["n2", "n3", "n4"]
+    await redis.aclose()
+
+
+@pytest.mark.gateway_settings(ack_timeout=0.3, ack_retries=2)
+async def test_unacked_message_is_sent_again_then_given_up(stack: Stack) -> None:
+    """No ack: the same message (same id) comes again after ack_timeout, ack_retries times."""
+    ws = await stack.connect(stack.token("42"))
+    sent = await stack.publish("user-42", "task_created", {"n": 1})
+    copies = await events(ws, 3)
+    assert {m["id"] for m in copies} == {sent.id}
+    assert await recv(ws, timeout=0.8, default=None) is None  # given up on this connection
+    assert stack.gateway.metrics.redeliveries._value.get() == 2
+
+
+@pytest.mark.gateway_settings(ack_timeout=0.3, ack_retries=3)
+async def test_ack_stops_the_resends(stack: Stack) -> None:
+    """An ack before the timeout: no second copy; the mailbox is empty."""
+    ws = await stack.connect(stack.token("42"))
+    sent = await stack.publish("user-42", "task_created", {"n": 1})
+    [first] = await events(ws, 1)
+    await send(ws, {"type": "ack", "ackId": first["id"]})
+    assert await recv(ws, timeout=0.8, default=None) is None
+    redis = connect(stack.redis_url)
+    assert await redis.zcard(keys.mailbox("42")) == 0
+    await redis.aclose()
+    assert first["id"] == sent.id
+
+
+async def test_acked_delivery_of_a_shared_room_survives_a_reconnect(stack: Stack) -> None:
+    """A requiresAck message of a shared room, delivered but not acked, comes back from the mailbox."""
+    ws = await stack.connect(stack.token("42"))
+    await send(ws, {"type": "subscribe", "data": {"room": "system"}})
+    await recv(ws)
+    sent = await stack.publish(
+        "system", "task_created", {"n": 1}, requires_ack=True, priority="high"
+    )
+    [got] = await events(ws, 1)
+    assert got["id"] == sent.id
+    await asyncio.sleep(0.3)  # let the gateway file it
+    await ws.close()
+    again = await stack.connect(stack.token("42"), welcome=False)
+    await recv(again)
+    [back] = await events(again, 1)
+    assert back["id"] == sent.id
+    await send(again, {"type": "ack", "ackId": sent.id})
+    redis = connect(stack.redis_url)
+    for _ in range(50):
+        if await redis.zcard(keys.mailbox("42")) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await redis.zcard(keys.mailbox("42")) == 0
+    await redis.aclose()
