@@ -452,3 +452,42 @@ async def test_the_roomgate_operator_process(
     lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
     assert any(line.get("service") == "operator" for line in lines), proc.output()[-2000:]
     assert "Traceback" not in proc.output(), proc.output()[-3000:]
+
+
+async def test_a_lagging_gateway_is_reported_and_told_again(
+    cluster: Cluster, redis: Any, redis_url: str
+) -> None:
+    """A gateway that reports an older generation keeps Applied False (Pending) and hears
+    the PUBLISH again; once it reports the policy's generation, Applied turns True. A policy
+    without spec.scaling never touches the replicas (Scaling False, Disabled)."""
+    await cluster.create_pod("gateway-x")
+    await write_presence(redis, "gateway-x", 4, generation=0)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.POLICY_CHANGED_CHANNEL)
+    await cluster.ok("POST", POLICIES, gateway_policy("gateway", limits={"maxConnectionsPerIp": 6}))
+    with run_operator(cluster, redis_url):
+        policy = await eventually(
+            lambda: cluster.policy("gateway"),
+            lambda p: condition(p, "Applied").get("reason") == "Pending",
+            what="Applied Pending",
+        )
+        assert condition(policy, "Applied")["status"] == "False"
+        assert condition(policy, "Ready")["status"] == "False"
+        assert condition(policy, "Scaling")["reason"] == "Disabled"
+        told = 0
+        deadline = time.monotonic() + 5
+        while told < 2 and time.monotonic() < deadline:  # the first PUBLISH, then a nudge
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            told += msg is not None
+        assert told >= 2
+        await write_presence(redis, "gateway-x", 4, generation=1)
+        policy = await eventually(
+            lambda: cluster.policy("gateway"),
+            lambda p: condition(p, "Applied").get("status") == "True",
+            what="Applied",
+        )
+        assert condition(policy, "Ready")["status"] == "True"
+        assert policy["status"]["podConnections"] == {"gateway-x": 4}
+        assert "desiredReplicas" not in policy["status"]
+    await pubsub.aclose()
+    assert (await cluster.ok("GET", DEPLOYMENTS + "/gateway"))["spec"]["replicas"] == 1
