@@ -24,6 +24,8 @@ _CACHE_LIMIT = 50_000
 _RETRY_DELAY = 0.25  # seconds before a refused connection or subscription is tried again
 _CONNECT_TRIES = 10
 _WELCOME_WAIT = 15.0  # seconds from TCP connect to the welcome
+# picows's own transports (aiofastnet) or the event loop's (uvloop's, written in C).
+USE_AIOFASTNET: bool | None = None  # None: picows decides (aiofastnet when installed)
 HEARTBEAT_EVERY = 20.0  # seconds between a client's application pings (gateway: 30 s)
 
 
@@ -182,6 +184,7 @@ class Fleet:
                             lambda: _Client(index, self),
                             base + self.wire.path(self.first + index),
                             websocket_handshake_timeout=_WELCOME_WAIT,
+                            use_aiofastnet=USE_AIOFASTNET,
                         )
                         await asyncio.wait_for(client.welcomed, _WELCOME_WAIT)
                         return client
