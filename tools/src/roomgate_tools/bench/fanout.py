@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -38,7 +39,14 @@ from roomgate_tools.bench._fanout._serve import raise_nofile_limit
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
 from roomgate_tools.bench._fanout.loadgen import Fleet
 from roomgate_tools.bench._fanout.profile import Profile, Sampler, find_py_spy, summarize
-from roomgate_tools.bench._fanout.targets import TARGETS, EventPublisher, GatewayTarget, Target
+from roomgate_tools.bench._fanout.targets import (
+    TARGETS,
+    EventPublisher,
+    GatewayTarget,
+    Target,
+    stop_all_started,
+    stop_on_exit,
+)
 from roomgate_tools.procs import RedisProcess
 
 ORDER = ("gateway", "starlette", "socketio")
@@ -667,8 +675,14 @@ def _load() -> str:
 
 
 async def measure_all(names: list[str], options: Options, workdir: Path) -> dict[str, TargetResult]:
-    """Start Redis and the named servers, measure them, stop everything."""
+    """Start Redis and the named servers, measure them, stop everything (SIGTERM cancels
+    the run like Ctrl-C does, so that the cleanup runs)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    if main is not None:
+        loop.add_signal_handler(signal.SIGTERM, main.cancel)
     redis = RedisProcess(workdir / "redis", aof=False)
+    stop_on_exit(redis)
     await asyncio.to_thread(redis.start)
     if options.pin and redis.proc is not None:
         cpus = os.sched_getaffinity(0)
@@ -706,7 +720,12 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="roomgate-bench-fanout-"))
     failed = False
     try:
-        results = uvloop.run(measure_all(names, options, workdir))
+        try:
+            results = uvloop.run(measure_all(names, options, workdir))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            failed = True
+            _log("interrupted; everything the benchmark started has been stopped")
+            return 130
         failed = any(r.errors for r in results.values())
         if args.json:
             document = {
@@ -720,6 +739,7 @@ def run(args: argparse.Namespace) -> int:
             print(render(results, options, load))
             print(f"load average after the run: {_load()}")
     finally:
+        stop_all_started()  # anything a cancelled start left behind
         if args.keep_logs or args.profile or failed:
             _log(f"logs kept in {workdir}")
         else:

@@ -31,6 +31,23 @@ EVENT_TYPE = "metrics_update"
 SOCKETIO_CHANNEL = "bench-socketio"
 
 
+_STARTED: list[ManagedProcess] = []
+
+
+def stop_on_exit(process: ManagedProcess) -> None:
+    """Remember ``process`` for ``stop_all_started``."""
+    _STARTED.append(process)
+
+
+def stop_all_started() -> None:
+    """Stop every process this benchmark started that still runs (the last resort after an
+    interruption; the normal path stops each one itself)."""
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.running:
+            process.stop(timeout=5)
+
+
 class EventPublisher(Protocol):
     async def publish(self, seq: int) -> None: ...
     async def close(self) -> None: ...
@@ -72,6 +89,7 @@ class _Target:
     ) -> ManagedProcess:
         process = ManagedProcess(argv, log_path=log, env=env)
         self.processes.append(process)
+        stop_on_exit(process)
         process.start()
         return process
 
