@@ -12,8 +12,11 @@ Starlette + uvicorn loop of ``send_text`` and python-socketio with its Redis man
   CPU-second, the figure the targets compare.
 
 The clients (picows, uvloop) and the publisher run in this process; every server runs in
-its own process on 127.0.0.1 and is stopped at the end, also on Ctrl-C or errors. Targets
-are printed with PASS/FAIL, never asserted. See docs/benchmarks.md.
+its own process on 127.0.0.1. Memory and connects are measured one server at a time; then
+the servers, all kept running, take turns in the rate phase and in each saturation round,
+so that a change of load on a shared machine hits them alike. Everything started is
+stopped at the end, also on Ctrl-C, SIGTERM or errors. Targets are printed with PASS/FAIL,
+never asserted. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
