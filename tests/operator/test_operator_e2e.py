@@ -45,6 +45,10 @@ from tests.operator.conftest import (
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
+# Bound the tests themselves: starting the session's API server (first test's setup) has
+# its own bound, and on a loaded machine it alone can take most of a minute.
+pytestmark = pytest.mark.timeout(90, func_only=True)
+
 
 @asynccontextmanager
 async def real_gateway(
@@ -112,7 +116,6 @@ async def write_presence(redis: Any, pod: str, connections: int, generation: int
     await redis.expire(keys.gateway_presence(pod), 120)
 
 
-@pytest.mark.timeout(90)
 async def test_policy_reaches_live_gateway_and_connections_scale_the_deployment(
     cluster: Cluster, redis: Any, redis_url: str, tmp_path: Path
 ) -> None:
