@@ -11,7 +11,7 @@ from roomgate_common import keys
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
 
-from tests.gateway.conftest import Stack, recv, send
+from tests.gateway.conftest import Stack, recv, recv_until, send
 from tests.gateway.test_fanout import flatten, second_gateway
 
 
@@ -149,3 +149,35 @@ async def test_acked_delivery_of_a_shared_room_survives_a_reconnect(stack: Stack
         await asyncio.sleep(0.02)
     assert await redis.zcard(keys.mailbox("42")) == 0
     await redis.aclose()
+
+
+async def test_mailbox_overflow_is_reported_at_connect(stack: Stack) -> None:
+    """A user offline past the mailbox cap learns how many messages it missed (recovered: false)."""
+    redis = connect(stack.redis_url)
+    publisher = Publisher(redis, sender="t", mailbox_cap=2)
+    sent = [await publisher.publish("user-42", "task_created", {"n": i}) for i in range(5)]
+    await redis.aclose()
+    ws = await stack.connect(stack.token("42"), welcome=False)
+    assert (await recv(ws))["type"] == "welcome"
+    user_room = await recv_until(ws, lambda m: m["type"] == "subscribed" and m["room"] == "user-42")
+    assert user_room["data"]["mailbox"] == 2
+    assert user_room["data"]["recovered"] is False
+    assert user_room["data"]["missed"] == 3
+    assert [m["id"] for m in await events(ws, 2)] == [s.id for s in sent[3:]]
+
+
+@pytest.mark.gateway_settings(durable_rooms="alerts,task-*")
+async def test_durable_rooms_require_acks_and_survive_reconnects(stack: Stack) -> None:
+    """In a durable room every message requires an ack and waits in the user's mailbox until acked."""
+    ws = await stack.connect(stack.token("42", perms=("view_tasks",)))
+    await send(ws, {"type": "subscribe", "data": {"room": "task-9"}})
+    await recv(ws)
+    sent = await stack.gateway.publisher.publish("task-9", "task_created", {"n": 1})
+    [got] = await events(ws, 1)
+    assert got["metadata"]["requiresAck"] is True  # type: ignore[index]
+    await asyncio.sleep(0.3)
+    await ws.close()
+    again = await stack.connect(stack.token("42", perms=("view_tasks",)), welcome=False)
+    await recv(again)
+    [back] = await events(again, 1)
+    assert back["id"] == sent.id

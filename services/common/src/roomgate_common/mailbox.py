@@ -11,6 +11,7 @@ room's hash tag (one Redis Cluster slot), so each change is one atomic script.
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 
 USER_ROOM = re.compile(r"user-([1-9][0-9]{0,18})")
 
@@ -19,7 +20,11 @@ DEFAULT_MAILBOX_TTL = 7 * 86400  # seconds an untouched mailbox is kept
 
 # A Lua function shared by FILE_SCRIPT and the publish script: files one message and
 # evicts to the cap (oldest low first, then oldest). Returns how many were evicted.
-FILE_FUNCTION = """
+EVICTED_FIELD = "_evicted"
+"""Field of the messages hash counting evictions since the user last connected."""
+
+FILE_FUNCTION = f"""
+local EVICTED_FIELD = '{EVICTED_FIELD}'
 local function file_in_mailbox(box, msgs, low, id, payload, priority, cap, ttl_ms, score)
   if score == '' then
     local now = redis.call('TIME')
@@ -36,6 +41,7 @@ local function file_in_mailbox(box, msgs, low, id, payload, priority, cap, ttl_m
     redis.call('HDEL', msgs, victim)
     evicted = evicted + 1
   end
+  if evicted > 0 then redis.call('HINCRBY', msgs, EVICTED_FIELD, evicted) end
   redis.call('PEXPIRE', box, ttl_ms)
   redis.call('PEXPIRE', msgs, ttl_ms)
   redis.call('PEXPIRE', low, ttl_ms)
@@ -62,6 +68,11 @@ for _, id in ipairs(ARGV) do
 end
 return removed
 """
+
+
+def is_durable(room: str, patterns: str) -> bool:
+    """Does ``room`` match one of the comma-separated durable-room patterns?"""
+    return any(fnmatchcase(room, p.strip()) for p in patterns.split(",") if p.strip())
 
 
 def mailbox_user(room: str) -> str | None:

@@ -25,6 +25,7 @@ from roomgate_common.mailbox import (
     DEFAULT_MAILBOX_CAP,
     DEFAULT_MAILBOX_TTL,
     FILE_FUNCTION,
+    is_durable,
     mailbox_user,
 )
 from roomgate_common.redis_adapter import Redis, is_cluster, translate_errors
@@ -100,6 +101,7 @@ class Publisher:
         history: HistoryPolicy | str = DEFAULT_HISTORY,
         mailbox_cap: int = DEFAULT_MAILBOX_CAP,
         mailbox_ttl: int = DEFAULT_MAILBOX_TTL,
+        durable_rooms: str = "",
         tracer: trace.Tracer | None = None,
     ) -> None:
         self._tracer = tracer or _tracer
@@ -108,6 +110,7 @@ class Publisher:
         self._history = HistoryPolicy.parse(history) if isinstance(history, str) else history
         self._mailbox_cap = mailbox_cap
         self._mailbox_ttl = mailbox_ttl
+        self._durable = durable_rooms
         self._script = redis.register_script(PUBLISH_SCRIPT)
         # Sharded pub/sub in a cluster: the channel lives on the shard of the room's keys.
         self._publish_command = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
@@ -151,6 +154,8 @@ class Publisher:
         if user is not None:
             envelope.metadata["requiresAck"] = True
             room_keys += keys.mailbox_keys(user)
+        elif self._durable and is_durable(room, self._durable):
+            envelope.metadata["requiresAck"] = True  # gateways file it per user on delivery
         async with translate_errors("publish"):
             offset, epoch, evicted = await self._script(
                 keys=room_keys,

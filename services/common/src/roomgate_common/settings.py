@@ -40,6 +40,10 @@ class ServiceSettings(BaseSettings):
     # untouched mailbox lives (seconds). See roomgate_common.mailbox.
     mailbox_cap: int = 1000
     mailbox_ttl: int = 7 * 86400
+    # Durable rooms (comma-separated shell patterns, e.g. "alerts,task-*"): every message
+    # there requires an ack, so each user it is delivered to keeps it in their mailbox until
+    # acked (users offline at publish time recover it from the room's history).
+    durable_rooms: str = ""
 
     @field_validator("history")
     @classmethod

@@ -46,7 +46,12 @@ class EscalationReplica:
         )
         self.events = AlertEvents(
             Publisher(
-                self.redis, sender=settings.escalation_sender, history=settings.history_policy
+                self.redis,
+                sender=settings.escalation_sender,
+                history=settings.history_policy,
+                mailbox_cap=settings.mailbox_cap,
+                mailbox_ttl=settings.mailbox_ttl,
+                durable_rooms=settings.durable_rooms,
             ),
             sender=settings.escalation_sender,
         )

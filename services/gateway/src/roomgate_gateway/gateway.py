@@ -113,6 +113,7 @@ class Gateway:
             history=self.history,
             mailbox_cap=s.mailbox_cap,
             mailbox_ttl=s.mailbox_ttl,
+            durable_rooms=s.durable_rooms,
         )
         self._file_script = self.redis.register_script(mailbox.FILE_SCRIPT)
         self._unfile_script = self.redis.register_script(mailbox.REMOVE_SCRIPT)
@@ -261,7 +262,8 @@ class Gateway:
             conn.recovering = {personal[0]: []}
         for room in personal:
             await self._join(conn, room)
-            conn.send_message("subscribed", {"room": room, "personal": True}, room=room)
+            if conn.recovering is None or room not in conn.recovering:
+                conn.send_message("subscribed", {"room": room, "personal": True}, room=room)
         if conn.kind == "user":
             await self._deliver_mailbox(conn, personal[0])
 
@@ -272,10 +274,14 @@ class Gateway:
         box, msgs, _low = keys.mailbox_keys(conn.principal.id)
         waiting: list[Outgoing] = []
         gone: list[str] = []
+        evicted = 0
         try:
             async with translate_errors("mailbox"):
                 ids = await self.redis.zrange(box, 0, -1)
                 payloads = await self.redis.hmget(msgs, ids) if ids else []
+                evicted = int(await self.redis.hget(msgs, mailbox.EVICTED_FIELD) or 0)
+                if evicted:
+                    await self.redis.hdel(msgs, mailbox.EVICTED_FIELD)
         except BusUnavailable:
             payloads, ids = [], []
         for envelope_id, raw in zip(ids, payloads, strict=True):
@@ -287,6 +293,18 @@ class Gateway:
         held = conn.recovering.pop(user_room, [])
         conn.recovering = conn.recovering or None
         last = max((o.offset for o in waiting if o.room == user_room), default=0)
+        # The user room's confirmation says what the mailbox held, and what overflowed.
+        conn.send_message(
+            "subscribed",
+            {
+                "room": user_room,
+                "personal": True,
+                "mailbox": len(waiting),
+                "recovered": evicted == 0,
+                **({"missed": evicted} if evicted else {}),
+            },
+            room=user_room,
+        )
         for out in waiting:
             conn.deliver(out)
         self.metrics.mailbox_delivered.inc(len(waiting))
