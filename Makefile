@@ -66,9 +66,10 @@ MYPY_TARGETS := \
 	services/common/src/roomgate_common/envelope.py \
 	services/common/src/roomgate_common/keys.py \
 	services/common/src/roomgate_common/history.py \
+	services/common/src/roomgate_common/mailbox.py \
 	services/auth/src/roomgate_auth/tokens.py \
 	services/auth/src/roomgate_auth/errors.py \
-	services/roomauthz/src/roomgate_roomauthz/rooms.py \
+	services/common/src/roomgate_common/rooms.py \
 	services/roomauthz/src/roomgate_roomauthz/policy.py \
 	services/roomauthz/src/roomgate_roomauthz/events.py \
 	services/gateway/src/roomgate_gateway/protocol.py \

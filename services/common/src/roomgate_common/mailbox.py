@@ -10,10 +10,9 @@ room's hash tag (one Redis Cluster slot), so each change is one atomic script.
 
 from __future__ import annotations
 
-import re
 from fnmatch import fnmatchcase
 
-USER_ROOM = re.compile(r"user-([1-9][0-9]{0,18})")
+from roomgate_common.rooms import RoomKind, parse_room
 
 DEFAULT_MAILBOX_CAP = 1000
 DEFAULT_MAILBOX_TTL = 7 * 86400  # seconds an untouched mailbox is kept
@@ -77,5 +76,5 @@ def is_durable(room: str, patterns: str) -> bool:
 
 def mailbox_user(room: str) -> str | None:
     """The user whose mailbox keeps this room's messages (``user-{id}`` rooms)."""
-    match = USER_ROOM.fullmatch(room)
-    return match.group(1) if match else None
+    parsed = parse_room(room)
+    return parsed.arg if parsed is not None and parsed.kind is RoomKind.USER else None

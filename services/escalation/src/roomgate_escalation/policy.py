@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from roomgate_common.rooms import RoomKind, parse_room
+
 from roomgate_escalation.errors import InvalidAlert
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
@@ -44,9 +46,16 @@ MAX_BY_CHARS = 128
 ALERT_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 DEDUP_PATTERN = re.compile(r"[\x21-\x7e]{1,256}")
 PRINCIPAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}")
-# The room grammar of roomauthz (roomgate_roomauthz.rooms) for the three target kinds.
-_ID = r"[1-9][0-9]{0,18}"
-TARGET_PATTERN = re.compile(rf"(team-{_ID}|user-{_ID}|role-[a-z][a-z0-9_]{{0,62}})")
+# Escalation targets are rooms of these kinds (the protocol's room grammar).
+TARGET_KINDS = frozenset({RoomKind.TEAM, RoomKind.USER, RoomKind.ROLE})
+
+
+def is_target(name: str) -> bool:
+    """``team-{id}``, ``user-{id}`` or ``role-{name}``, exactly as the room grammar says."""
+    room = parse_room(name)
+    return room is not None and room.kind in TARGET_KINDS
+
+
 ALIAS_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 POLICY_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
@@ -164,14 +173,14 @@ class PolicyConfig:
         for name, rooms in aliases_raw.items():
             if not isinstance(name, str) or not ALIAS_PATTERN.fullmatch(name):
                 raise InvalidAlert("invalid_policy_file", f"bad alias name {name!r}")
-            if TARGET_PATTERN.fullmatch(name):
+            if is_target(name):
                 raise InvalidAlert("invalid_policy_file", f"alias {name!r} looks like a room")
             if isinstance(rooms, str):
                 rooms = [rooms]
             if not isinstance(rooms, list) or not rooms:
                 raise InvalidAlert("invalid_policy_file", f"alias {name!r} needs rooms")
             for room in rooms:
-                if not isinstance(room, str) or not TARGET_PATTERN.fullmatch(room):
+                if not isinstance(room, str) or not is_target(room):
                     raise InvalidAlert(
                         "invalid_policy_file", f"alias {name!r}: {room!r} is not a target room"
                     )
@@ -245,7 +254,7 @@ class PolicyConfig:
         """A target -> the rooms it names (one room, or an alias's rooms)."""
         if not isinstance(target, str):
             raise InvalidAlert("invalid_target", f"target must be a string: {target!r}")
-        if TARGET_PATTERN.fullmatch(target):
+        if is_target(target):
             return (target,)
         if target in self.aliases:
             return self.aliases[target]

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from roomgate_common.rooms import RoomKind, parse_room
+
 from roomgate_roomauthz.policy import PrincipalKind, Relation
-from roomgate_roomauthz.rooms import RoomKind, parse_room
 
 OPS = ("add", "remove")
 

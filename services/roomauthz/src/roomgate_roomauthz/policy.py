@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from roomgate_roomauthz.rooms import Room, RoomKind, is_canonical_id, parse_room
+from roomgate_common.rooms import Room, RoomKind, is_canonical_id, parse_room
 
 PUBLISH_PERMISSION = "publish"
 """The permission that lets a service principal (a backend) publish into any known room."""

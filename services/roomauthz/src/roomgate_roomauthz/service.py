@@ -14,6 +14,7 @@ from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
 from roomgate_common.errors import BusUnavailable
 from roomgate_common.grpcserver import is_admin
+from roomgate_common.rooms import is_canonical_id
 
 from roomgate_roomauthz.acl import AclEntry, AclStore
 from roomgate_roomauthz.policy import (
@@ -25,7 +26,6 @@ from roomgate_roomauthz.policy import (
     PrincipalKind,
     Relation,
 )
-from roomgate_roomauthz.rooms import is_canonical_id
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The room grammar of the Roomgate protocol, parsed strictly. Pure: standard library only,
-no I/O, safe to import from the gateway (``from roomgate_roomauthz.rooms import parse_room``).
+no I/O, used by roomauthz (decisions), escalation (targets) and the mailbox rules.
 
 Grammar (a room name is ASCII, at most ``MAX_ROOM_BYTES`` bytes, exact case)::
 

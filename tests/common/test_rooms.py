@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from roomgate_roomauthz.rooms import (
+from roomgate_common.rooms import (
     MAX_ID,
     MAX_ROOM_BYTES,
     Room,
