@@ -231,8 +231,12 @@ async def services(redis_url: str) -> AsyncIterator[tuple[AuthServer, RoomAuthzS
 
 
 @contextlib.asynccontextmanager
-async def running_stack(redis_url: str, **overrides: Any) -> AsyncIterator[Stack]:
-    async with services(redis_url) as (auth, authz):
+async def running_stack(
+    redis_url: str, *, services_url: str | None = None, **overrides: Any
+) -> AsyncIterator[Stack]:
+    """auth, roomauthz and a gateway on ``redis_url`` (auth/roomauthz on ``services_url``
+    when given, e.g. a gateway on a Redis Cluster beside single-server services)."""
+    async with services(services_url or redis_url) as (auth, authz):
         settings = gateway_settings(redis_url, auth.port, authz.port, **overrides)
         server, port, app = await start_gateway(settings)
         stack = Stack(redis_url, auth, authz, settings, server, port, app)

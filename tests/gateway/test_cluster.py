@@ -5,9 +5,6 @@ their own single Redis here: their cluster mode is not part of this test.)"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 import redis.asyncio as aioredis
 from roomgate_common import keys
 from roomgate_common.publisher import Publisher
@@ -15,32 +12,11 @@ from roomgate_common.redis_adapter import connect
 from roomgate_tools.procs import RedisClusterProcess
 
 from tests.gateway.conftest import (
-    Stack,
-    gateway_settings,
     recv,
+    running_stack,
     send,
-    services,
-    start_gateway,
-    stop_gateway,
 )
 from tests.gateway.test_fanout import second_gateway
-
-
-@contextlib.asynccontextmanager
-async def cluster_stack(
-    redis_url: str, cluster_url: str, **overrides: object
-) -> AsyncIterator[Stack]:
-    async with services(redis_url) as (auth, authz):
-        settings = gateway_settings(cluster_url, auth.port, authz.port, **overrides)
-        server, port, app = await start_gateway(settings)
-        stack = Stack(cluster_url, auth, authz, settings, server, port, app)
-        try:
-            yield stack
-        finally:
-            for ws in stack.clients:
-                with contextlib.suppress(Exception):
-                    await ws.close()
-            await stop_gateway(server)
 
 
 async def test_fanout_over_sharded_pubsub(
@@ -49,7 +25,10 @@ async def test_fanout_over_sharded_pubsub(
     """Two gateways on a cluster: one publish reaches both, through the owning shard's channel."""
     cluster = connect(redis_cluster.url)
     await cluster.flushall()  # type: ignore[call-arg]
-    async with cluster_stack(redis_url, redis_cluster.url) as stack, second_gateway(stack) as two:
+    async with (
+        running_stack(redis_cluster.url, services_url=redis_url) as stack,
+        second_gateway(stack) as two,
+    ):
         rooms = ["system", "tasks", "alerts"]  # spread over the shards
         a = await stack.connect(stack.token("1", perms=("view_system", "view_tasks")))
         b = await two.connect(stack.token("2", perms=("view_system", "view_tasks")))
@@ -81,7 +60,9 @@ async def test_limits_work_on_a_cluster(redis_url: str, redis_cluster: RedisClus
     cluster = connect(redis_cluster.url)
     await cluster.flushall()  # type: ignore[call-arg]
     await cluster.aclose()
-    async with cluster_stack(redis_url, redis_cluster.url, max_connections_per_user=1) as stack:
+    async with running_stack(
+        redis_cluster.url, services_url=redis_url, max_connections_per_user=1
+    ) as stack:
         await stack.connect(stack.token("42"))
         import websockets
 
