@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from roomgate_tools.controlplane import ControlPlane, KubeAPI
-from roomgate_tools.procs import RedisClusterProcess, RedisProcess
+from roomgate_tools.procs import RedisClusterProcess, RedisProcess, RedisSentinelProcess
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +61,12 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelProcess]:
+    """A real redis-server behind a real Redis Sentinel (``.url`` is ``redis+sentinel://``)."""
+    sentinel = RedisSentinelProcess(tmp_path_factory.mktemp("redis-sentinel"))
+    sentinel.start()
+    yield sentinel
+    sentinel.stop()

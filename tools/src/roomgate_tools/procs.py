@@ -242,3 +242,36 @@ class RedisClusterProcess:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisSentinelProcess:
+    """A real redis-server (master) watched by one real Redis Sentinel, for tests of the
+    ``redis+sentinel://`` mode."""
+
+    MASTER_NAME = "roomgate"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.master = RedisProcess(data_dir / "master", aof=False)
+        self.port = free_port()
+        conf = data_dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {data_dir}\n"
+            f"sentinel monitor {self.MASTER_NAME} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.MASTER_NAME} 2000\n"
+        )
+        self.sentinel = ManagedProcess(
+            [which("redis-server"), str(conf), "--sentinel"], log_path=data_dir / "sentinel.log"
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.MASTER_NAME}/0"
+
+    def start(self) -> None:
+        self.master.start()
+        self.sentinel.start()
+        wait_for_port(self.port, timeout=10)
+
+    def stop(self) -> None:
+        self.sentinel.stop()
+        self.master.stop()

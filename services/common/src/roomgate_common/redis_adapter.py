@@ -5,19 +5,25 @@
 never import ``redis`` exceptions.
 
 Redis Cluster is chosen by the URL: ``redis+cluster://host:port`` (``rediss+cluster://``
-with TLS) names any node of the cluster. In cluster mode room messages travel over sharded
-pub/sub (``SPUBLISH``/``SSUBSCRIBE``: each room's channel lives on the shard that owns the
-room's keys), and every multi-key operation stays within one hash slot.
+with TLS) names any node of the cluster. Redis Sentinel likewise:
+``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>`` (the password is
+the data nodes'; the client follows the master through failovers).
+
+In cluster mode room messages travel over sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``:
+each room's channel lives on the shard that owns the room's keys), and every multi-key
+operation stays within one hash slot.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -43,9 +49,64 @@ def is_cluster(redis: object) -> bool:
     return isinstance(redis, RedisCluster)
 
 
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+
+
+class _SentinelMaster(aioredis.Redis):
+    """The master's client; closing it closes the Sentinel connections it follows too."""
+
+    sentinels: list[aioredis.Redis]
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in getattr(self, "sentinels", []):
+            await sentinel.aclose()
+
+
+def _sentinel(url: str, *, name: str, retries: int) -> Redis | None:
+    """The master client of a ``redis+sentinel://`` URL; None for any other URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SENTINEL_SCHEMES:
+        return None
+    auth, at, location = rest.rpartition("@")
+    password = unquote(auth.partition(":")[2]) if at else None
+    hosts, _, path = location.partition("/")
+    master, _, db = path.partition("/")
+    if not master:
+        raise ValueError("redis+sentinel:// URL needs /<master name>[/<db>]")
+    nodes = []
+    for hostport in hosts.split(","):
+        host, _, port = hostport.strip().rpartition(":")
+        nodes.append((host.strip("[]"), int(port or 26379)))
+    sentinel = Sentinel(
+        nodes,
+        socket_connect_timeout=2.0,
+        sentinel_kwargs={"socket_connect_timeout": 2.0},
+    )
+    client = sentinel.master_for(
+        master,
+        redis_class=_SentinelMaster,
+        db=int(db or 0),
+        password=password,
+        ssl=SENTINEL_SCHEMES[scheme],
+        client_name=name,
+        decode_responses=False,
+        socket_connect_timeout=2.0,
+        socket_timeout=5.0,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    client.sentinels = sentinel.sentinels
+    return client
+
+
 def connect(url: str, *, name: str = "roomgate", retries: int = 3) -> Redis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, or a cluster's
     ``redis+cluster://``) with bounded retries."""
+    via_sentinel = _sentinel(url, name=name, retries=retries)
+    if via_sentinel is not None:
+        return via_sentinel
     plain = cluster_url(url)
     if plain is not None:
         cluster = RedisCluster.from_url(
