@@ -3,6 +3,13 @@ port, flushed before each test) and a few process helpers."""
 
 from __future__ import annotations
 
+import os
+
+# Tests run gRPC servers in this process and fork children (redis-server, services). gRPC's
+# fork handlers are skipped anyway while other threads call into gRPC (it says so on every
+# fork); the children exec a fresh interpreter, so they are not needed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -156,7 +156,7 @@ ESC_COUNTS = f"{PREFIX}:esc:{{esc}}:counts"
 
 
 def mailbox(user_id: str) -> str:
-    """Sorted set: envelope ids waiting for the user's ack, scored by arrival (Unix ms)."""
+    """Sorted set: envelope ids waiting for the user's ack, scored by arrival sequence."""
     return f"{PREFIX}:mailbox:{{user-{user_id}}}"
 
 

@@ -22,12 +22,16 @@ DEFAULT_MAILBOX_TTL = 7 * 86400  # seconds an untouched mailbox is kept
 EVICTED_FIELD = "_evicted"
 """Field of the messages hash counting evictions since the user last connected."""
 
+SEQUENCE_FIELD = "_seq"
+"""Field of the messages hash holding the mailbox's arrival sequence (the sorted set's score)."""
+
 FILE_FUNCTION = f"""
 local EVICTED_FIELD = '{EVICTED_FIELD}'
+local SEQUENCE_FIELD = '{SEQUENCE_FIELD}'
 local function file_in_mailbox(box, msgs, low, id, payload, priority, cap, ttl_ms, score)
   if score == '' then
-    local now = redis.call('TIME')
-    score = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    -- Arrival order: a per-mailbox sequence (two messages in one millisecond stay ordered).
+    score = redis.call('HINCRBY', msgs, SEQUENCE_FIELD, 1)
   end
   redis.call('ZADD', box, score, id)
   redis.call('HSET', msgs, id, payload)
@@ -48,7 +52,8 @@ local function file_in_mailbox(box, msgs, low, id, payload, priority, cap, ttl_m
 end
 """
 
-# KEYS: mailbox, messages, low. ARGV: id, bus payload, priority, cap, ttl ms, score ('' = now).
+# KEYS: mailbox, messages, low. ARGV: id, bus payload, priority, cap, ttl ms, score ('' =
+# next in arrival order).
 FILE_SCRIPT = (
     FILE_FUNCTION
     + """
