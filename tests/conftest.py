@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-# Tests run gRPC servers in this process and fork children (redis-server, services). gRPC's
-# fork handlers are skipped anyway while other threads call into gRPC (it says so on every
-# fork); the children exec a fresh interpreter, so they are not needed.
+# Tests run gRPC in this process and fork children (redis-server, services): with gRPC's fork
+# support on, a child can abort before exec (grpc/grpc#43055, seen here as roomauthz exiting
+# -6 "epoll_wait error: Bad file descriptor"). The children exec a fresh interpreter.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from collections.abc import Iterator
