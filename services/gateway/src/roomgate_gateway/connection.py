@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from roomgate_common.envelope import encode, make_envelope
-from roomgate_common.errors import BusUnavailable
 
 from roomgate_gateway import protocol as p
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
@@ -331,7 +330,7 @@ class Connection:
         finally:
             await gw.unregister(self)
             if self.sm.state is not State.CLOSED:
-                self.sm.to(State.CLOSED) if self.sm.state is not State.CLOSED else None
+                self.sm.to(State.CLOSED)
             if self._expiry_timers:
                 for timer in self._expiry_timers:
                     timer.cancel()
@@ -586,6 +585,3 @@ def _correlation(msg: p._Base | None) -> str | None:
     if msg.metadata is not None and msg.metadata.correlation_id:
         return msg.metadata.correlation_id
     return None
-
-
-__all__ = ["BusUnavailable", "Connection"]

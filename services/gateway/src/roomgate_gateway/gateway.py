@@ -91,7 +91,6 @@ class Gateway:
         self.draining = False
         self.delivered = 0
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
-        self._pending_by_ip: dict[str, int] = {}
         # room -> (epoch, offset) of the last message handed to its local members
         self.last_offset: dict[str, tuple[str, int]] = {}
         self._tasks: list[asyncio.Task[None]] = []
