@@ -88,6 +88,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        # kopf may still run a timer tick while cleaning up: new ticks see `stopping` and
+        # return; the lock waits for one in flight before the clients close under it.
+        memo["stopping"] = True
+        async with _state(memo).lock:
+            pass
         if "metrics_server" in memo:
             memo["metrics_server"].stop()
         if "kube" in memo:
@@ -103,6 +108,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         state = _state(memo)
         try:
             async with state.lock:
+                if memo.get("stopping"):
+                    return
                 await reconciler.apply_limits(body, state)
         except InvalidPolicy as exc:
             await _degrade(reconciler, body, exc)
@@ -120,6 +127,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         state = _state(memo)
         try:
             async with state.lock:
+                if memo.get("stopping"):
+                    return
                 await reconciler.reconcile(body, state)
         except (InvalidPolicy, NotFound):
             # Reported as Degraded in status (and logged once); looked at next tick.
