@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 
 import pytest
 import websockets
@@ -47,7 +48,7 @@ async def test_welcome_carries_identity_timings_and_limits(stack: Stack) -> None
     assert data["kind"] == "user"
     assert data["permissions"] == ["view_system"]
     assert data["heartbeat_interval"] == stack.settings.heartbeat_interval
-    assert abs(data["server_time"] - asyncio.get_running_loop().time()) >= 0  # present and numeric
+    assert abs(data["server_time"] - time.time()) < 60  # Unix seconds, this machine's clock
     assert data["limits"]["maxConnectionsPerIp"] == stack.settings.max_connections_per_ip
     personal = {(await recv(ws))["room"], (await recv(ws))["room"]}
     assert personal == {"user-42", "session-777"}

@@ -183,3 +183,14 @@ async def test_durable_rooms_require_acks_and_survive_reconnects(stack: Stack) -
     await recv(again)
     [back] = await events(again, 1)
     assert back["id"] == sent.id
+
+
+async def test_an_untouched_mailbox_expires(stack: Stack) -> None:
+    """Every write renews the mailbox's lifetime to MAILBOX_TTL; left alone, it expires."""
+    redis = connect(stack.redis_url)
+    try:
+        await Publisher(redis, sender="t", mailbox_ttl=100).publish("user-42", "task_created", {})
+        ttls = [await redis.pttl(key) for key in keys.mailbox_keys("42")[:2]]
+    finally:
+        await redis.aclose()
+    assert all(0 < ttl <= 100_000 for ttl in ttls)

@@ -300,3 +300,34 @@ async def test_server_never_sends_exception_text(stack: Stack) -> None:
         assert reply["type"] in ("error", "pong")
         assert "Traceback" not in json.dumps(reply)
     await asyncio.sleep(0)
+
+
+@pytest.mark.gateway_settings(authz_cache_ttl=60)
+async def test_authz_decisions_are_cached_and_acl_changes_clear_the_cache(stack: Stack) -> None:
+    """A repeated subscribe is answered from the cache; an ACL change invalidates a cached denial at once."""
+    import grpc
+
+    ws = await stack.connect(stack.token("42", groups=("3",)))
+    for _ in range(2):
+        await send(ws, {"type": "subscribe", "data": {"room": "system"}})
+        assert (await recv(ws))["type"] == "subscribed"
+    samples = stack.gateway.metrics.authz_latency.collect()[0].samples
+    assert next(s.value for s in samples if s.name.endswith("_count")) == 1  # 2nd from cache
+    await send(ws, {"type": "subscribe", "data": {"room": "agent-7"}})
+    assert (await recv(ws))["data"]["reason"] == "not_in_agent_group"  # cached for 60 s...
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.authz.port}") as channel:
+        admin = roomauthz_pb2_grpc.AclAdminServiceStub(channel)
+        entry = roomauthz_pb2.AclEntry(
+            relation=roomauthz_pb2.RELATION_AGENT_GROUP, subject_id="7", object_id="3"
+        )
+        await admin.ChangeAcl(
+            roomauthz_pb2.ChangeAclRequest(add=[entry]),
+            metadata=(("authorization", f"Bearer {ADMIN}"),),
+        )
+    for _ in range(50):  # ...but the ACL event clears it
+        await send(ws, {"type": "subscribe", "data": {"room": "agent-7"}})
+        if (await recv(ws))["type"] == "subscribed":
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the ACL change did not clear the cached denial")

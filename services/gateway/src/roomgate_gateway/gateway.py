@@ -639,8 +639,8 @@ class Gateway:
         md["epoch"] = epoch
         ttl = md.get("ttl")
         expires_at = None
+        age = _age_seconds(env.timestamp)  # once per message: ttl and delivery latency
         if isinstance(ttl, int) and ttl > 0:
-            age = _age_seconds(env.timestamp)
             if age >= ttl:
                 self.metrics.drops.labels("expired").inc()
                 return None
@@ -656,6 +656,8 @@ class Gateway:
             offset,
             env.id if md.get("requiresAck") else None,
             epoch=epoch,
+            age=age,
+            trace=_trace_of(md),
         )
 
     def on_room_message(self, room: str, raw: bytes) -> None:
@@ -674,15 +676,12 @@ class Gateway:
         out = self._outgoing(room, offset, epoch, payload)
         if out is None:
             return
-        md_ctx = None
-        if b'"traceparent"' in payload:
-            md_ctx = extract_trace(msgspec.json.decode(payload).get("metadata"))
         span = None
         token = None
-        if md_ctx is not None:
+        if out.trace is not None:
             span = self.tracer.start_span(
                 "deliver",
-                context=md_ctx,
+                context=extract_trace(out.trace),
                 attributes={"roomgate.room": room, "roomgate.recipients": len(members)},
             )
             token = otel_context.attach(trace.set_span_in_context(span))
@@ -691,7 +690,7 @@ class Gateway:
             for conn in tuple(members):
                 conn.deliver(out)
             self.metrics.deliveries.inc(self.delivered - before)
-            self.metrics.delivery_latency.observe(max(0.0, _age_seconds_from_frame(out.frame)))
+            self.metrics.delivery_latency.observe(max(0.0, out.age))
         finally:
             if span is not None:
                 span.end()
@@ -884,19 +883,20 @@ def _trace_carrier(md: p.ClientMetadata | None) -> dict[str, Any]:
     return carrier
 
 
+def _trace_of(md: dict[str, Any]) -> dict[str, str] | None:
+    """The W3C trace context carried in an envelope's metadata (None without one)."""
+    parent = md.get("traceparent")
+    if not isinstance(parent, str):
+        return None
+    state = md.get("tracestate")
+    return {"traceparent": parent, **({"tracestate": state} if isinstance(state, str) else {})}
+
+
 def _age_seconds(timestamp: str) -> float:
     try:
         return time.time() - datetime.fromisoformat(timestamp).timestamp()
     except ValueError:
         return 0.0
-
-
-def _age_seconds_from_frame(frame: str) -> float:
-    start = frame.find('"timestamp":"')
-    if start < 0:
-        return 0.0
-    start += 13
-    return _age_seconds(frame[start : frame.find('"', start)])
 
 
 def _int_or_str(value: str) -> int | str:

@@ -33,6 +33,10 @@ class Outgoing:
     # The `compressed` frame, made once on first need and shared by every recipient.
     compressed: str | None = None
     epoch: str = ""
+    # Seconds since the envelope's timestamp when the gateway read it (delivery latency).
+    age: float = 0.0
+    # W3C trace context of the publish, for the per-message "deliver" span.
+    trace: dict[str, str] | None = None
 
 
 class OutboundQueue:

@@ -36,6 +36,7 @@ from roomgate.auth.v1 import auth_pb2
 from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
 
+from roomgate_tools.bench._procstat import cpu_seconds, percentile
 from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port
 
 SERVICE = "roomgate.roomauthz.v1.RoomAuthzService"
@@ -75,18 +76,6 @@ class Figures:
     @property
     def decisions_per_cpu_s(self) -> float:
         return self.decisions / self.server_cpu_s if self.server_cpu_s else 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
 class Workload:

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roomgate_tools.bench._fanout import procstat
+from roomgate_tools.bench import _procstat as procstat
 from roomgate_tools.bench._fanout._serve import raise_nofile_limit
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
 from roomgate_tools.bench._fanout.loadgen import Fleet

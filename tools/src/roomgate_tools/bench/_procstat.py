@@ -1,4 +1,5 @@
-"""CPU time and resident memory of a server process (and its children), read from /proc.
+"""What the benchmarks measure with: CPU time and resident memory of a server process (and its
+children), read from /proc, and percentiles.
 
 Linux only, which is where the benchmark runs. Threads are included in a process's figures;
 child processes are added so that a server that forks workers is measured whole.
@@ -95,3 +96,10 @@ def pin_tree(pid: int, cpus: set[int]) -> None:
                 os.sched_setaffinity(task, cpus)
             except OSError:
                 continue
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of already sorted values; 0.0 for none."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
