@@ -52,6 +52,25 @@ async def test_mailbox_before_live_traffic_without_duplicates(stack: Stack) -> N
     assert offsets == list(range(1, 11))
 
 
+async def test_a_late_live_copy_of_a_mailbox_message_is_dropped(stack: Stack) -> None:
+    """The mailbox is read on one Redis connection, the bus on another: a message published
+    just before the connect can reach the gateway live after the mailbox was handed over."""
+    sent = [await stack.publish("user-42", "task_created", {"n": i}) for i in range(2)]
+    ws = await stack.connect(stack.token("42"), welcome=False)
+    assert (await recv(ws))["type"] == "welcome"
+    assert [m["id"] for m in await events(ws, 2)] == [s.id for s in sent]
+    # The bus hands over offset 2 late, as the publisher's script sent it.
+    _box, msgs, _low = keys.mailbox_keys("42")
+    filed = await stack.gateway.redis.hget(msgs, sent[1].id)
+    redis = connect(stack.redis_url)
+    try:
+        await redis.publish(keys.room_channel("user-42"), filed)
+    finally:
+        await redis.aclose()
+    later = await stack.publish("user-42", "task_created", {"n": 2})
+    assert [m["id"] for m in await events(ws, 1)] == [later.id]
+
+
 async def _publish_many(stack: Stack, count: int, start: int) -> None:
     for i in range(start, start + count):
         await stack.publish("user-42", "task_created", {"n": i})

@@ -111,6 +111,38 @@ async def test_switch_from_replay_to_live_is_race_free(stack: Stack) -> None:
     assert offsets == list(range(first.offset + 1, first.offset + total))
 
 
+async def test_a_late_live_copy_of_a_replayed_message_is_dropped(stack: Stack) -> None:
+    """History is read on one Redis connection, the bus on another: a message the replay
+    already delivered can still arrive live afterwards (seen in CI as a duplicate offset).
+    The client gets it once."""
+    from roomgate_common import keys
+
+    sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(3)]
+    ws = await stack.connect()
+    await send(
+        ws,
+        {
+            "type": "subscribe",
+            "data": {"room": "system", "since": {"offset": 1, "epoch": sent[0].epoch}},
+        },
+    )
+    ok = await recv(ws)
+    assert ok["data"]["replayed"] == 2
+    assert await offsets_of(ws, 2) == [2, 3]
+    # The bus delivers offset 3 late, exactly as the publisher's script sent it.
+    history = await stack.gateway.redis.xrange(keys.room_history("system"), min="3-1", max="3-1")
+    late = b"3 %s %s" % (sent[0].epoch.encode(), history[0][1][b"m"])
+    redis = connect(stack.redis_url)
+    try:
+        await redis.publish(keys.room_channel("system"), late)
+    finally:
+        await redis.aclose()
+    await stack.publish("system", "metrics_update", {"n": 3})
+    assert await offsets_of(ws, 1) == [4]
+    await stack.publish("system", "metrics_update", {"n": 4})
+    assert await offsets_of(ws, 1) == [5]  # the guard is gone once the stream is past it
+
+
 async def test_offsets_let_a_live_client_detect_gaps(stack: Stack) -> None:
     """Live messages carry consecutive offsets per room (a jump means a gap)."""
     ws = await stack.connect()

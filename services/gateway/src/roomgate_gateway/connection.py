@@ -86,6 +86,7 @@ class Connection:
         "last_seen",
         "principal",
         "recovering",
+        "replayed",
         "rooms",
         "sm",
     )
@@ -101,6 +102,9 @@ class Connection:
         self.rooms: set[str] = set()
         # room -> live messages held back while its history is replayed
         self.recovering: dict[str, list[Outgoing]] | None = None
+        # room -> (epoch, offset) the replay reached: live copies of replayed messages that
+        # the bus hands over after the replay ended are dropped (see skip_replayed)
+        self.replayed: dict[str, tuple[str, int]] | None = None
         self.last_seen = time.monotonic()
         self._queue: OutboundQueue | None = None
         self._busy = False
@@ -133,9 +137,27 @@ class Connection:
         if self.recovering is not None and item.room in self.recovering:
             self.recovering[item.room].append(item)
             return
+        if self.replayed is not None and item.offset and item.room in self.replayed:
+            epoch, upto = self.replayed[item.room]
+            if item.epoch == epoch and item.offset <= upto:
+                return  # already delivered by the replay
+            del self.replayed[item.room]  # the live stream is past the replay
+            if not self.replayed:
+                self.replayed = None
         if item.ack_id is not None:
             self._await_ack(item)
         self._write(item)
+
+    def skip_replayed(self, room: str, epoch: str, upto: int) -> None:
+        """``room``'s history up to ``upto`` was just replayed from Redis. Its live copies can
+        still be on their way (the history read and the pub/sub stream are two connections),
+        so live messages of that epoch at or below ``upto`` are dropped until one past it
+        arrives."""
+        if upto <= 0:
+            return
+        if self.replayed is None:
+            self.replayed = {}
+        self.replayed[room] = (epoch, upto)
 
     def _write(self, item: Outgoing) -> None:
         if self._busy:

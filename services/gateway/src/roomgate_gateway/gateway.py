@@ -291,7 +291,8 @@ class Gateway:
                 waiting.append(out)
         held = conn.recovering.pop(user_room, [])
         conn.recovering = conn.recovering or None
-        last = max((o.offset for o in waiting if o.room == user_room), default=0)
+        mine = [o for o in waiting if o.room == user_room]
+        last = max((o.offset for o in mine), default=0)
         # The user room's confirmation says what the mailbox held, and what overflowed.
         conn.send_message(
             "subscribed",
@@ -310,6 +311,8 @@ class Gateway:
         for out in held:
             if out.offset > last:
                 conn.deliver(out)
+        if mine:
+            conn.skip_replayed(user_room, mine[-1].epoch, last)
         if gone:  # expired or unreadable: nothing to wait for
             with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
                 await self._unfile_script(keys=keys.mailbox_keys(conn.principal.id), args=gone)
@@ -483,6 +486,8 @@ class Gateway:
         for out in held:
             if not recovered or out.offset > last_offset:
                 conn.deliver(out)
+        if recovered:
+            conn.skip_replayed(room, epoch, last_offset)
 
     async def unsubscribe(self, conn: Connection, msg: p.Unsubscribe) -> None:
         room = msg.data.room
