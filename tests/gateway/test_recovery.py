@@ -143,6 +143,29 @@ async def test_a_late_live_copy_of_a_replayed_message_is_dropped(stack: Stack) -
     assert await offsets_of(ws, 1) == [5]  # the guard is gone once the stream is past it
 
 
+async def test_a_room_is_joined_once_redis_confirmed_the_subscription(stack: Stack) -> None:
+    """SUBSCRIBE and the history read go over two Redis connections: the gateway must not
+    read history (or confirm `subscribed`) before Redis has the subscription, or a message
+    published in between would be in neither. Redis is paused so the confirmation waits."""
+    from roomgate_common import keys
+
+    bus = stack.gateway.bus
+    redis = connect(stack.redis_url)
+    try:
+        await redis.execute_command("CLIENT", "PAUSE", "600", "ALL")
+        first = asyncio.create_task(bus.join("system"))
+        second = asyncio.create_task(bus.join("system"))  # a second member of the same room
+        await asyncio.sleep(0.3)
+        assert not first.done() and not second.done()  # sent, not yet confirmed
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        counts = await redis.pubsub_numsub(keys.room_channel("system"))
+        assert counts == [(keys.room_channel("system").encode(), 1)]
+    finally:
+        await redis.aclose()
+    await bus.leave("system")
+    await bus.leave("system")
+
+
 async def test_offsets_let_a_live_client_detect_gaps(stack: Stack) -> None:
     """Live messages carry consecutive offsets per room (a jump means a gap)."""
     ws = await stack.connect()

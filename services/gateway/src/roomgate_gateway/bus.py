@@ -2,7 +2,9 @@
 
 One pub/sub connection per gateway. A room's channel is subscribed only while the gateway
 has a local member in it (``join``/``leave`` count members), so no gateway receives
-traffic for rooms it does not serve. Control channels (ACL changes, policy changes, this
+traffic for rooms it does not serve. ``join`` returns once Redis has confirmed a new
+channel's subscription, so that what is read from the room's history afterwards and what
+arrives live leave no gap between them. Control channels (ACL changes, policy changes, this
 gateway's commands) are always subscribed. On a Redis failure the reader reconnects with
 backoff and resubscribes every channel; the gap is visible to clients through offsets.
 
@@ -35,6 +37,44 @@ log = logging.getLogger(__name__)
 RoomHandler = Callable[[str, bytes], None]
 ControlHandler = Callable[[str, bytes], None]
 
+# How long join waits for Redis to confirm a new channel's subscription before going on
+# (a lost connection is the reader's to handle: it resubscribes and catches up).
+SUBSCRIBE_CONFIRM_TIMEOUT = 2.0
+
+
+class Confirmations:
+    """Futures for channel subscriptions Redis has not confirmed yet; the reader resolves
+    them when the (s)subscribe reply for the channel arrives."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
+
+    def expect(self, channel: bytes) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(channel, []).append(future)
+        return future
+
+    def pending(self, channel: bytes) -> asyncio.Future[None] | None:
+        """The unconfirmed subscription of ``channel``, if one is on its way."""
+        waiting = self._waiting.get(channel)
+        return waiting[0] if waiting else None
+
+    def confirmed(self, channel: bytes) -> None:
+        for future in self._waiting.pop(channel, ()):
+            if not future.done():
+                future.set_result(None)
+
+    async def wait(self, channel: bytes, future: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_CONFIRM_TIMEOUT)
+        except TimeoutError:
+            waiting = self._waiting.get(channel)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._waiting[channel]
+            log.warning("no subscribe confirmation from redis for %s", channel.decode())
+
 
 class ShardedChannels:
     """Sharded pub/sub over a Redis Cluster: one subscriber connection per shard that owns
@@ -47,6 +87,7 @@ class ShardedChannels:
         self._channels: dict[bytes, str] = {}  # channel -> owning node name
         self._shards: dict[str, tuple[Redis, PubSub, asyncio.Task[None]]] = {}
         self._stopping = False
+        self.confirmations = Confirmations()
 
     async def start(self) -> None:
         await self._cluster.initialize()  # type: ignore[attr-defined]
@@ -59,7 +100,7 @@ class ShardedChannels:
             await shard[1].ssubscribe(channel)  # type: ignore[attr-defined]
             return
         client = Redis(host=node.host, port=node.port)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         await pubsub.ssubscribe(channel)  # type: ignore[attr-defined]  # connects first
         task = asyncio.create_task(self._read(node.name, pubsub), name=f"shard-{node.name}")
         self._shards[node.name] = (client, pubsub, task)
@@ -80,8 +121,12 @@ class ShardedChannels:
                 if not self._stopping:
                     asyncio.get_running_loop().create_task(self._reshard(name))
                 return
-            if message is not None and message["type"] == "smessage":
+            if message is None:
+                continue
+            if message["type"] == "smessage":
                 self._on_message(message["channel"], message["data"])
+            elif message["type"] == "ssubscribe":
+                self.confirmations.confirmed(message["channel"])
 
     async def _reshard(self, failed: str) -> None:
         await asyncio.sleep(0.1)
@@ -124,7 +169,8 @@ class RoomBus:
         plain = cluster_url(redis_url)
         # Control channels: classic pub/sub, cluster-wide from any node of a cluster.
         self._redis: Redis = connect(plain or redis_url, name="roomgate-gateway-sub", retries=0)
-        self._pubsub: PubSub = self._redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub: PubSub = self._redis.pubsub()
+        self._confirmations = Confirmations()
         self._shards = ShardedChannels(redis_url, self._dispatch) if plain is not None else None
         self._on_room = on_room
         self._on_control = on_control
@@ -166,16 +212,29 @@ class RoomBus:
         """One more local member in ``room``; subscribes its channel for the first."""
         count = self._members.get(room, 0)
         self._members[room] = count + 1
-        if count == 0:
-            channel = keys.room_channel(room)
-            self._channel_room[channel.encode()] = room
-            self._metrics.rooms.set(len(self._members))
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                # On failure the reader's reconnect resubscribes everything in _channel_room.
-                if self._shards is not None:
-                    await self._shards.subscribe(channel)
-                else:
-                    await self._pubsub.subscribe(channel)
+        channel = keys.room_channel(room)
+        confirmations = (
+            self._shards.confirmations if self._shards is not None else self._confirmations
+        )
+        if count > 0:  # subscribed, or on its way: wait for it like the first member does
+            pending = confirmations.pending(channel.encode())
+            if pending is not None:
+                await confirmations.wait(channel.encode(), pending)
+            return
+        self._channel_room[channel.encode()] = room
+        self._metrics.rooms.set(len(self._members))
+        confirmed = confirmations.expect(channel.encode())
+        try:
+            if self._shards is not None:
+                await self._shards.subscribe(channel)
+            else:
+                await self._pubsub.subscribe(channel)
+        except CONNECTION_ERRORS:
+            # The reader's reconnect resubscribes everything in _channel_room and
+            # catches up from history.
+            confirmations.confirmed(channel.encode())
+            return
+        await confirmations.wait(channel.encode(), confirmed)
 
     async def leave(self, room: str) -> None:
         """One local member fewer; unsubscribes the channel when the last one leaves."""
@@ -203,6 +262,8 @@ class RoomBus:
                 backoff = 0.05
                 if message["type"] == "message":
                     self._dispatch(message["channel"], message["data"])
+                elif message["type"] == "subscribe":
+                    self._confirmations.confirmed(message["channel"])
             except asyncio.CancelledError:
                 raise
             except (*CONNECTION_ERRORS, RuntimeError) as exc:
@@ -227,7 +288,7 @@ class RoomBus:
         try:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 await self._pubsub.aclose()
-            self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            self._pubsub = self._redis.pubsub()
             channels = [*self._control]
             if self._shards is None:
                 channels += [c.decode() for c in self._channel_room]
