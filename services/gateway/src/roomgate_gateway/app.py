@@ -6,7 +6,7 @@ holds (Redis, gRPC channels, the bus subscriber)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,6 +32,7 @@ from roomgate_gateway.publishing import (
     publish_event,
 )
 from roomgate_gateway.settings import GatewaySettings
+from roomgate_gateway.wsprotocol import DIRECT_EXTENSION
 
 
 class GatewayApp:
@@ -44,11 +45,12 @@ class GatewayApp:
         self.state = http.state
         self._websocket = websocket
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Returns the handler's awaitable instead of awaiting it: no frame of this call stays
+        # alive under each connection. (uvicorn is told the interface: asgi3.)
         if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await self._websocket(scope, receive, send)
-        else:
-            await self.http(scope, receive, send)
+            return self._websocket(scope, receive, send)  # type: ignore[no-any-return]
+        return self.http(scope, receive, send)
 
 
 def create_app(
@@ -76,15 +78,28 @@ def create_app(
                 await grpc_server.stop(1.0)
             await gateway.stop()
 
-    async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: the ASGI task awaits the connection's run() directly,
+        # one frame fewer kept for the connection's life.
+        return _connection(scope, receive, send).run()
+
+    def _connection(scope: Scope, receive: Receive, send: Send) -> Connection:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        token = (query.get("token") or [None])[0]
-        compress = (query.get("compress") or [""])[0] in ("1", "deflate", "true")
         client = scope.get("client")
-        ip = client[0] if client else "unknown"
-        conn = Connection(gateway, send, receive, ip, compress)
-        del query, client  # nothing of the request outlives the handshake (the token least)
-        await conn.run(token or None)
+        conn = Connection(
+            gateway,
+            send,
+            receive,
+            client[0] if client else "unknown",
+            compress=(query.get("compress") or [""])[0] in ("1", "deflate", "true"),
+            direct=(scope.get("extensions") or {}).get(DIRECT_EXTENSION),
+            token=(query.get("token") or [None])[0] or None,
+        )
+        # Nothing of the request outlives the handshake (the token least): uvicorn keeps
+        # the scope for the connection's life.
+        scope["query_string"] = b""
+        scope["headers"] = []
+        return conn
 
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})

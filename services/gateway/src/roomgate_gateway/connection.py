@@ -1,11 +1,13 @@
 """One client connection: the protocol state machine driven by a WebSocket (raw ASGI).
 
 The read side runs in the ASGI task uvicorn gives every connection. The write side costs
-nothing while the client keeps up: a delivery is written at once (``_send_now`` steps the
-ASGI ``send`` coroutine eagerly; the transport accepts it without suspending). Only when
-the socket pushes back does the connection get a writer task, which drains the bounded
-priority queue (``OutboundQueue``), several messages per ``batch`` frame, and exits when
-the queue is empty. Fan-out therefore never waits for a slow client.
+nothing while the client keeps up: a delivery is written at once. Under the gateway's own
+WebSocket protocol (``wsprotocol``) that is one ``transport.write`` of the message's frame
+bytes, built once for all its recipients; under any other ASGI server ``_send_now`` steps
+the ASGI ``send`` coroutine eagerly. Only when the socket pushes back does the connection
+get a writer task, which drains the bounded priority queue (``OutboundQueue``), several
+messages per ``batch`` frame, and exits when the queue is empty. Fan-out therefore never
+waits for a slow client.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, 
 from roomgate_gateway.codes import CLOSE_REASONS, SLOW_CONSUMER_REASON, CloseCode, ErrorCode
 from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
 from roomgate_gateway.state import ConnectionStateMachine, State
+from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol, text_frame
 
 if TYPE_CHECKING:
     from roomgate_gateway.gateway import Gateway
@@ -74,11 +77,13 @@ class Closing(Exception):
 class Connection:
     __slots__ = (
         "_busy",
-        "_expiry_timers",
+        "_direct",
+        "_expiry_timer",
         "_pending",
         "_queue",
         "_receive",
         "_send",
+        "_token",
         "_writer",
         "compress",
         "gw",
@@ -91,9 +96,22 @@ class Connection:
         "sm",
     )
 
-    def __init__(self, gw: Gateway, send: Send, receive: Receive, ip: str, compress: bool) -> None:
+    def __init__(
+        self,
+        gw: Gateway,
+        send: Send,
+        receive: Receive,
+        ip: str,
+        compress: bool,
+        direct: GatewayWebSocketProtocol | None = None,
+        token: str | None = None,
+    ) -> None:
         self.gw = gw
+        # The handshake's token, until run() takes it (no frame keeps it past the auth)
+        self._token = token
         self._send = send
+        # The connection's WebSocket protocol when it takes frames directly (wsprotocol)
+        self._direct = direct
         self._receive = receive
         self.ip = ip
         self.compress = compress
@@ -109,7 +127,8 @@ class Connection:
         self._queue: OutboundQueue | None = None
         self._busy = False
         self._writer: asyncio.Task[None] | None = None
-        self._expiry_timers: tuple[asyncio.TimerHandle, asyncio.TimerHandle] | None = None
+        # The token's next deadline: the expiry warning, then (armed by it) the close
+        self._expiry_timer: asyncio.TimerHandle | None = None
         # envelope id -> [message, resends so far, timer]: requiresAck messages not yet acked
         self._pending: dict[str, list[Any]] | None = None
 
@@ -163,7 +182,18 @@ class Connection:
         if self._busy:
             self._enqueue(item)
             return
-        self._send_now(self._frame_of(item))
+        direct = self._direct
+        if direct is None:
+            self._send_now(self._frame_of(item))
+        elif direct.writable_now():
+            direct.transport.write(self._wire_of(item))
+            self.gw.delivered += 1
+        elif direct.can_write():  # the socket pushed back: queue, and write when it drains
+            self._busy = True
+            self._enqueue(item)
+            self._writer = asyncio.get_running_loop().create_task(self._write_behind(None))
+        else:
+            self.gw.metrics.drops.labels("closed").inc()
 
     # ------------------------------------------------------------------ acknowledged delivery
     def _await_ack(self, item: Outgoing) -> None:
@@ -227,6 +257,18 @@ class Connection:
             return item.compressed
         return item.frame
 
+    def _wire_of(self, item: Outgoing) -> bytes:
+        """The message's whole WebSocket frame, built once and shared by its recipients."""
+        if self.compress and item.offset:
+            frame = self._frame_of(item)
+            if frame is item.compressed:
+                if item.wire_compressed is None:
+                    item.wire_compressed = text_frame(frame.encode())
+                return item.wire_compressed
+        if item.wire is None:
+            item.wire = text_frame(item.frame.encode())
+        return item.wire
+
     def _send_now(self, frame: str) -> None:
         coro = self._send({"type": "websocket.send", "text": frame})
         try:
@@ -243,10 +285,12 @@ class Connection:
             self._write_behind(_Resume(coro, suspended_on))
         )
 
-    async def _write_behind(self, pending: _Resume) -> None:
+    async def _write_behind(self, pending: _Resume | None) -> None:
+        direct = self._direct
         try:
-            await pending
-            self.gw.delivered += 1
+            if pending is not None:
+                await pending
+                self.gw.delivered += 1
             batch_max = self.gw.settings.outbound_batch_max
             while self._queue and self.sm.state is State.OPEN:
                 items, expired = self._queue.pop_many(batch_max, time.monotonic())
@@ -254,11 +298,19 @@ class Connection:
                     self.gw.metrics.drops.labels("expired").inc(expired)
                 if not items:
                     continue
-                if len(items) == 1:
-                    frame = self._frame_of(items[0])
+                if direct is not None:
+                    await direct.writable.wait()
+                    if not direct.can_write():
+                        self.gw.metrics.drops.labels("closed").inc(len(items) + len(self._queue))
+                        return
+                    direct.transport.write(
+                        self._wire_of(items[0])
+                        if len(items) == 1
+                        else text_frame(_batch_frame(items).encode())
+                    )
                 else:
-                    frame = '{"type":"batch","messages":[' + ",".join(i.frame for i in items) + "]}"
-                await self._send({"type": "websocket.send", "text": frame})
+                    frame = self._frame_of(items[0]) if len(items) == 1 else _batch_frame(items)
+                    await self._send({"type": "websocket.send", "text": frame})
                 self.gw.delivered += len(items)
         except Exception:
             self.gw.metrics.drops.labels("closed").inc(len(self._queue or ()))
@@ -330,8 +382,10 @@ class Connection:
                 await asyncio.wait_for(asyncio.shield(writer), grace)
 
     # ------------------------------------------------------------------ lifecycle
-    async def run(self, token: str | None) -> None:
+    async def run(self, token: str | None = None) -> None:
         gw = self.gw
+        if token is None:
+            token, self._token = self._token, None
         try:
             if (await self._receive())["type"] != "websocket.connect":
                 return
@@ -339,8 +393,10 @@ class Connection:
             if gw.draining:
                 await self._reconnect_hint_and_close()
                 return
-            with gw.tracer.start_as_current_span("connect", attributes={"net.peer.ip": self.ip}):
-                authenticated = await self._authenticate(token)
+            # In a task of its own: what the connect span and its children set in the
+            # context variables would otherwise stay in this task's context (memory).
+            authenticated = await asyncio.get_running_loop().create_task(self._connect(token))
+            token = None  # this frame lives as long as the connection; the token must not
             if not authenticated:
                 return
             await self._read_loop()  # returns when the client goes away or is closed
@@ -353,11 +409,14 @@ class Connection:
             await gw.unregister(self)
             if self.sm.state is not State.CLOSED:
                 self.sm.to(State.CLOSED)
-            if self._expiry_timers:
-                for timer in self._expiry_timers:
-                    timer.cancel()
+            if self._expiry_timer is not None:
+                self._expiry_timer.cancel()
             for entry in (self._pending or {}).values():
                 entry[2].cancel()
+
+    async def _connect(self, token: str | None) -> bool:
+        with self.gw.tracer.start_as_current_span("connect", attributes={"net.peer.ip": self.ip}):
+            return await self._authenticate(token)
 
     async def _authenticate(self, token: str | None) -> bool:
         gw = self.gw
@@ -450,26 +509,23 @@ class Connection:
         self._send_now(encode(env).decode())
 
     def _arm_expiry(self, expires_at: int) -> None:
-        if self._expiry_timers:
-            for timer in self._expiry_timers:
-                timer.cancel()
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
         if not expires_at:
-            self._expiry_timers = None
             return
-        loop = asyncio.get_running_loop()
-        left = expires_at - time.time()
-        warn_in = max(0.0, left - self.gw.settings.token_expiry_warning)
-        self._expiry_timers = (
-            loop.call_later(warn_in, self._warn_expiry, expires_at),
-            loop.call_later(
-                max(0.0, left), self.close_soon, CloseCode.UNAUTHORIZED, "Token expired"
-            ),
+        warn_in = max(0.0, expires_at - time.time() - self.gw.settings.token_expiry_warning)
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            warn_in, self._warn_expiry, expires_at
         )
 
     def _warn_expiry(self, expires_at: int) -> None:
+        left = expires_at - time.time()
         self.send_message(
-            "token_expiring",
-            {"expires_at": expires_at, "seconds_left": max(0, int(expires_at - time.time()))},
+            "token_expiring", {"expires_at": expires_at, "seconds_left": max(0, int(left))}
+        )
+        self._expiry_timer = asyncio.get_running_loop().call_later(
+            max(0.0, left), self.close_soon, CloseCode.UNAUTHORIZED, "Token expired"
         )
 
     async def _reconnect_hint_and_close(self, delay_ms: int | None = None) -> None:
@@ -599,6 +655,10 @@ class Connection:
             {"expires_at": principal.expires_at},
             correlation_id=_correlation(msg),
         )
+
+
+def _batch_frame(items: list[Outgoing]) -> str:
+    return '{"type":"batch","messages":[' + ",".join(i.frame for i in items) + "]}"
 
 
 def _correlation(msg: p._Base | None) -> str | None:

@@ -1,4 +1,4 @@
-"""``roomgate-gateway``: uvicorn (uvloop, httptools, the sans-I/O websockets protocol)
+"""``roomgate-gateway``: uvicorn (uvloop, httptools, the gateway's WebSocket protocol)
 serving the gateway app, with an ordered SIGTERM drain: readiness goes false, clients get
 a jittered ``reconnect`` hint and a 1012 close in waves, then uvicorn stops."""
 
@@ -19,6 +19,7 @@ from roomgate_common.telemetry import make_tracer_provider
 from roomgate_gateway.app import create_app
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.settings import GatewaySettings
+from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def build_config(settings: GatewaySettings, app: object) -> uvicorn.Config:
         port=port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        interface="asgi3",  # GatewayApp.__call__ returns an awaitable (not `async def`)
+        ws=GatewayWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.heartbeat_interval,
         ws_ping_timeout=settings.heartbeat_timeout - settings.heartbeat_interval,

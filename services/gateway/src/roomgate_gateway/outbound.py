@@ -32,6 +32,10 @@ class Outgoing:
     ack_id: str | None = None
     # The `compressed` frame, made once on first need and shared by every recipient.
     compressed: str | None = None
+    # The WebSocket frames (header + UTF-8) of `frame` and of `compressed`, made once on
+    # first need when connections take frames directly (wsprotocol).
+    wire: bytes | None = None
+    wire_compressed: bytes | None = None
     epoch: str = ""
     # Seconds since the envelope's timestamp when the gateway read it (delivery latency).
     age: float = 0.0
