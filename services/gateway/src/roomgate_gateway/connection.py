@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -515,8 +516,10 @@ class Connection:
         if not expires_at:
             return
         warn_in = max(0.0, expires_at - time.time() - self.gw.settings.token_expiry_warning)
+        # In an empty context: a timer keeps its context (here the connect span's) alive
+        # until it fires, maybe hours later.
         self._expiry_timer = asyncio.get_running_loop().call_later(
-            warn_in, self._warn_expiry, expires_at
+            warn_in, self._warn_expiry, expires_at, context=contextvars.Context()
         )
 
     def _warn_expiry(self, expires_at: int) -> None:
@@ -525,7 +528,11 @@ class Connection:
             "token_expiring", {"expires_at": expires_at, "seconds_left": max(0, int(left))}
         )
         self._expiry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, left), self.close_soon, CloseCode.UNAUTHORIZED, "Token expired"
+            max(0.0, left),
+            self.close_soon,
+            CloseCode.UNAUTHORIZED,
+            "Token expired",
+            context=contextvars.Context(),
         )
 
     async def _reconnect_hint_and_close(self, delay_ms: int | None = None) -> None:

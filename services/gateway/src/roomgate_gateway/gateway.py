@@ -22,7 +22,7 @@ from roomgate_common.envelope import Envelope, encode, make_envelope
 from roomgate_common.errors import BusUnavailable
 from roomgate_common.publisher import Published, Publisher, split_bus_message
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, translate_errors
-from roomgate_common.telemetry import extract_trace, inject_trace
+from roomgate_common.telemetry import detached_span, extract_trace, inject_trace
 
 from roomgate_gateway import protocol as p
 from roomgate_gateway.clients import (
@@ -87,7 +87,9 @@ class Gateway:
         self.limits = Limits.from_settings(settings)
         self.connections: set[Connection] = set()
         self.rooms: dict[str, set[Connection]] = {}
-        self.by_user: dict[tuple[int, str], set[Connection]] = {}
+        # (kind, id) -> that principal's connections here (a list: usually one, and a set
+        # costs 216 bytes per connection)
+        self.by_user: dict[tuple[int, str], list[Connection]] = {}
         self.draining = False
         self.delivered = 0
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
@@ -212,7 +214,7 @@ class Gateway:
         except BusUnavailable:
             return "redis_unavailable"
         self.connections.add(conn)
-        self.by_user.setdefault((conn.principal.kind, conn.principal.id), set()).add(conn)
+        self.by_user.setdefault((conn.principal.kind, conn.principal.id), []).append(conn)
         self.metrics.connections.set(len(self.connections))
         if conn.kind == "agent":
             await self._agent_event(conn, "agent_connected")
@@ -224,8 +226,8 @@ class Gateway:
         self.connections.discard(conn)
         assert conn.principal is not None
         users = self.by_user.get((conn.principal.kind, conn.principal.id))
-        if users is not None:
-            users.discard(conn)
+        if users is not None and conn in users:
+            users.remove(conn)
             if not users:
                 del self.by_user[(conn.principal.kind, conn.principal.id)]
         for room in list(conn.rooms):
@@ -386,7 +388,7 @@ class Gateway:
     async def subscribe(self, conn: Connection, msg: p.Subscribe) -> None:
         room = msg.data.room
         corr = msg.metadata.correlation_id if msg.metadata else None
-        with self.tracer.start_as_current_span("subscribe", attributes={"roomgate.room": room}):
+        with detached_span(self.tracer, "subscribe", attributes={"roomgate.room": room}):
             if room not in conn.rooms:
                 if len(conn.rooms) >= self.limits.max_subscriptions_per_connection:
                     conn.error(
@@ -529,11 +531,12 @@ class Gateway:
     async def client_publish(self, conn: Connection, msg: p.Event) -> None:
         room = msg.room
         ctx = extract_trace(_trace_carrier(msg.metadata))
-        with self.tracer.start_as_current_span(
+        with detached_span(
+            self.tracer,
             "client_publish",
             context=ctx,
             attributes={"roomgate.room": room, "roomgate.type": msg.type},
-        ):
+        ) as span:
             try:
                 decision = await self.authorize(conn, room, "publish", msg.type)
             except PeerUnavailable:
@@ -559,7 +562,7 @@ class Gateway:
                     metadata["correlation_id"] = msg.metadata.correlation_id
                 if msg.metadata.ttl:
                     metadata["ttl"] = msg.metadata.ttl
-            inject_trace(metadata)
+            inject_trace(metadata, trace.set_span_in_context(span, ctx))
             envelope = make_envelope(
                 msg.type, sender=conn.sender, room=room, data=msg.data, metadata=metadata
             )
@@ -752,7 +755,7 @@ class Gateway:
             else:
                 for (_kind, uid), conns in self.by_user.items():
                     if uid == subject:
-                        affected |= conns
+                        affected.update(conns)
         if not changes:
             affected = set(self.connections)
         for conn in affected:
