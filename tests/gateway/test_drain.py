@@ -85,7 +85,10 @@ async def test_sigterm_drains_in_waves(redis_url: str, tmp_path: Path) -> None:
         assert all(0 <= d <= 3000 for d in delays)
         assert len(set(delays)) > 5  # jittered, not one storm
         closed_at = sorted(t - start for _, t, _ in results)
-        assert closed_at[-1] - closed_at[0] >= 1.0  # spread over the 2 s window in waves
+        # Spread over the 2 s window in 4 waves (1.5 s apart first to last; one storm would
+        # be ~0). Measured where the clients see the closes: a test process starved of CPU
+        # sees several waves at once, so the bound leaves room for that (seen under load).
+        assert closed_at[-1] - closed_at[0] >= 0.5
         assert closed_at[-1] < 10
         assert "token=" not in proc.output() or "[redacted]" in proc.output()
 
