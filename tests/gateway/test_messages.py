@@ -331,3 +331,31 @@ async def test_authz_decisions_are_cached_and_acl_changes_clear_the_cache(stack:
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("the ACL change did not clear the cached denial")
+
+
+@pytest.mark.gateway_settings(max_connections_per_ip=100, authz_calls_in_flight=1)
+async def test_concurrent_subscribes_are_authorised_in_batches(stack: Stack) -> None:
+    """Subscribes of many clients asked for together reach roomauthz as a few
+    AuthorizeBatch calls (one ACL read each), and each client gets its own decision."""
+    clients = [await stack.connect(stack.token(str(i + 1))) for i in range(30)]
+    for i, ws in enumerate(clients):  # odd users ask for someone else's room: denied
+        room = f"user-{i + 1}" if i % 2 == 0 else f"user-{i + 100}"
+        await send(ws, {"type": "subscribe", "data": {"room": room}})
+    replies = [await recv(ws) for ws in clients]
+    for i, reply in enumerate(replies):
+        if i % 2 == 0:
+            assert reply["type"] == "subscribed", reply
+        else:
+            assert reply["type"] == "error" and reply["data"]["code"] == "permission_denied"
+    decisions = sum(
+        s.value
+        for s in stack.authz.metrics.decisions.collect()[0].samples
+        if s.name.endswith("_total")
+    )
+    calls = next(
+        s.value
+        for s in stack.authz.metrics.latency.collect()[0].samples
+        if s.name.endswith("_count") and s.labels["method"] == "AuthorizeBatch"
+    )
+    assert decisions == 30
+    assert calls < 30  # asked for while a call was on its way: batched

@@ -179,6 +179,51 @@ async def test_authorize_many_limits_batch(redis_url: str) -> None:
         await server.stop(0.5)
 
 
+async def test_authorize_batch_decides_many_principals_in_order(channel: grpc.aio.Channel) -> None:
+    """AuthorizeBatch answers independent requests of different principals in request
+    order, each with its own principal's decision; a bad action spoils only its request."""
+    await change(channel, add=[entry(AG, "7", "3")])
+    requests = [
+        pb.AuthorizeRequest(principal=user("42", group_ids=["3"]), room="agent-7", action=SUB),
+        pb.AuthorizeRequest(principal=user("43"), room="agent-7", action=SUB),
+        pb.AuthorizeRequest(principal=user("43"), room="user-43", action=SUB),
+        pb.AuthorizeRequest(principal=user("44"), room="user-43", action=SUB),
+        pb.AuthorizeRequest(
+            principal=user("42"), room="agents", action=PUB, message_type="agent_status"
+        ),
+        pb.AuthorizeRequest(principal=user("42"), room="agents", action=pb.ACTION_UNSPECIFIED),
+    ]
+    reply = await pb_grpc.RoomAuthzServiceStub(channel).AuthorizeBatch(
+        pb.AuthorizeBatchRequest(requests=requests)
+    )
+    assert [(d.room, d.allowed, d.reason) for d in reply.decisions] == [
+        ("agent-7", True, "allowed"),
+        ("agent-7", False, "not_in_agent_group"),
+        ("user-43", True, "allowed"),
+        ("user-43", False, "not_owner"),
+        ("agents", False, "publish_not_allowed"),
+        ("agents", False, "invalid_action"),
+    ]
+    assert reply.decisions[4].message_type == "agent_status"
+
+
+async def test_authorize_batch_limits_and_validates(redis_url: str) -> None:
+    """More requests than ROOMGATE_MAX_BATCH, or one without a principal, is INVALID_ARGUMENT."""
+    server = await started(settings(redis_url, max_batch=3))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = pb_grpc.RoomAuthzServiceStub(ch)
+            one = pb.AuthorizeRequest(principal=user(), room="system", action=SUB)
+            for requests in ([one] * 4, [one, pb.AuthorizeRequest(room="system", action=SUB)]):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.AuthorizeBatch(pb.AuthorizeBatchRequest(requests=requests))
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            empty = await stub.AuthorizeBatch(pb.AuthorizeBatchRequest())
+            assert list(empty.decisions) == []
+    finally:
+        await server.stop(0.5)
+
+
 async def next_messages(pubsub: aioredis.client.PubSub, wait: float = 0.3) -> list[bytes]:
     """Every message that arrives on ``pubsub`` within ``wait`` seconds."""
     found: list[bytes] = []

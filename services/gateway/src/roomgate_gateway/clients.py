@@ -3,9 +3,11 @@ callers see ``AuthRejected`` (with the auth service's reason) or ``PeerUnavailab
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -166,28 +168,77 @@ class Decision:
 
 
 class RoomAuthzClient:
-    def __init__(self, addr: str, *, timeout: float) -> None:
+    """Room decisions from roomauthz. Decisions asked for while ``calls_in_flight`` calls
+    are on their way (or in the same event-loop turn) go together in one
+    ``AuthorizeBatch`` call of at most ``batch_max``: a burst of subscribes (thousands of
+    clients reconnecting) costs roomauthz one call and one ACL read per batch, not per
+    subscribe, and a lone subscribe still goes at once."""
+
+    def __init__(
+        self, addr: str, *, timeout: float, batch_max: int = 500, calls_in_flight: int = 4
+    ) -> None:
         self._channel = _channel(addr)
         self._stub = roomauthz_pb2_grpc.RoomAuthzServiceStub(self._channel)
         self._timeout = timeout
+        self._batch_max = batch_max
+        self._calls_in_flight = calls_in_flight
+        self._waiting: list[tuple[roomauthz_pb2.AuthorizeRequest, asyncio.Future[Decision]]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._launching = False
 
     async def authorize(
         self, principal: Principal, room: str, action: str, message_type: str = ""
     ) -> Decision:
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        request = roomauthz_pb2.AuthorizeRequest(
+            principal=principal.to_proto(),
+            room=room,
+            action=ACTIONS[action],
+            message_type=message_type,
+        )
+        self._waiting.append((request, future))
+        self._launch_soon()
+        return await future
+
+    def _launch_soon(self) -> None:
+        if not self._launching and len(self._in_flight) < self._calls_in_flight:
+            self._launching = True
+            asyncio.get_running_loop().call_soon(self._launch)
+
+    def _launch(self) -> None:
+        self._launching = False
+        loop = asyncio.get_running_loop()
+        while self._waiting and len(self._in_flight) < self._calls_in_flight:
+            batch = self._waiting[: self._batch_max]
+            del self._waiting[: self._batch_max]
+            call = loop.create_task(self._call(batch))
+            self._in_flight.add(call)
+            call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        self._in_flight.discard(call)
+        if self._waiting:
+            self._launch_soon()
+
+    async def _call(
+        self, batch: list[tuple[roomauthz_pb2.AuthorizeRequest, asyncio.Future[Decision]]]
+    ) -> None:
         try:
-            reply = await self._stub.Authorize(
-                roomauthz_pb2.AuthorizeRequest(
-                    principal=principal.to_proto(),
-                    room=room,
-                    action=ACTIONS[action],
-                    message_type=message_type,
-                ),
+            reply = await self._stub.AuthorizeBatch(
+                roomauthz_pb2.AuthorizeBatchRequest(requests=[request for request, _ in batch]),
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as exc:
-            raise PeerUnavailable(f"roomauthz: {exc.code().name}") from None
-        d = reply.decision
-        return Decision(room=room, allowed=d.allowed, reason=d.reason)
+            _fail(batch, f"roomauthz: {exc.code().name}")
+        except BaseException:  # cancelled (shutdown): nobody waits forever
+            _fail(batch, "roomauthz: call cancelled")
+            raise
+        else:
+            for (request, future), d in zip(batch, reply.decisions, strict=True):
+                if not future.done():  # a caller that gave up cancelled its future
+                    future.set_result(
+                        Decision(room=request.room, allowed=d.allowed, reason=d.reason)
+                    )
 
     async def authorize_many(
         self, principal: Principal, rooms: Sequence[str], action: str
@@ -209,6 +260,12 @@ class RoomAuthzClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future[Decision]]], why: str) -> None:
+    for _request, future in batch:
+        if not future.done():
+            future.set_exception(PeerUnavailable(why))
 
 
 class AlertCommandRefused(GatewayError):

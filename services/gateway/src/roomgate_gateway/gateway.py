@@ -127,7 +127,12 @@ class Gateway:
             breaker_failures=s.auth_breaker_failures,
             breaker_recovery=s.auth_breaker_recovery,
         )
-        self.authz = RoomAuthzClient(s.roomauthz_addr, timeout=s.auth_timeout)
+        self.authz = RoomAuthzClient(
+            s.roomauthz_addr,
+            timeout=s.auth_timeout,
+            batch_max=s.authz_batch_max,
+            calls_in_flight=s.authz_calls_in_flight,
+        )
         self.escalation = (
             EscalationClient(s.escalation_addr, timeout=s.auth_timeout)
             if s.escalation_addr

@@ -46,6 +46,11 @@ class GatewaySettings(ServiceSettings):
     token_expiry_warning: float = Field(default=60.0, ge=0)
     authz_cache_ttl: float = Field(default=5.0, ge=0)
     auth_timeout: float = Field(default=2.0, gt=0)
+    # Room decisions asked for together go to roomauthz in one AuthorizeBatch of at most
+    # authz_batch_max (<= roomauthz's ROOMGATE_MAX_BATCH), at most authz_calls_in_flight
+    # calls at a time.
+    authz_batch_max: int = Field(default=500, ge=1)
+    authz_calls_in_flight: int = Field(default=4, ge=1)
     auth_breaker_failures: int = Field(default=5, ge=1)
     auth_breaker_recovery: float = Field(default=10.0, gt=0)
     # Publishing API: the permission a service principal needs to publish.

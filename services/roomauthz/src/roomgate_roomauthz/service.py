@@ -60,7 +60,8 @@ class Metrics:
         )
         self.latency = Histogram(
             f"{METRICS_PREFIX}_decision_seconds",
-            "Time to decide one Authorize / AuthorizeMany call (ACL reads included)",
+            "Time to decide one Authorize / AuthorizeMany / AuthorizeBatch call (ACL reads "
+            "included)",
             ["method"],
             registry=registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
@@ -115,8 +116,17 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
         items: list[tuple[str, Action | None, str]],
         context: Context,
     ) -> list[Decision]:
+        return await self._decide_all([(principal, *item) for item in items], context)
+
+    async def _decide_all(
+        self,
+        items: list[tuple[Principal, str, Action | None, str]],
+        context: Context,
+    ) -> list[Decision]:
+        """Decide every ``(principal, room, action, message_type)`` with one read of the ACL
+        facts they need."""
         lookups: set[Lookup] = set()
-        for room, action, message_type in items:
+        for principal, room, action, message_type in items:
             lookups |= self.policy.lookups(principal, room, action, message_type)
         try:
             facts = await self.store.facts(lookups) if lookups else {}
@@ -124,9 +134,9 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "acl data unavailable (redis)")
         decisions = [
             self.policy.decide(principal, room, action, message_type, facts)
-            for room, action, message_type in items
+            for principal, room, action, message_type in items
         ]
-        for (_room, action, _type), decision in zip(items, decisions, strict=True):
+        for (_principal, _room, action, _type), decision in zip(items, decisions, strict=True):
             self.metrics.decisions.labels(
                 action.value if action else "invalid", decision.reason
             ).inc()
@@ -180,6 +190,36 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
                     message_type=item.message_type,
                 )
                 for item, d in zip(request.items, decisions, strict=True)
+            ]
+        )
+
+    async def AuthorizeBatch(
+        self, request: pb.AuthorizeBatchRequest, context: Context
+    ) -> pb.AuthorizeBatchResponse:
+        start = time.perf_counter()
+        if len(request.requests) > self.max_batch:
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {self.max_batch} requests per AuthorizeBatch",
+            )
+        items: list[tuple[Principal, str, Action | None, str]] = []
+        for r in request.requests:
+            items.append(
+                (await self._principal(r, context), r.room, ACTIONS.get(r.action), r.message_type)
+            )
+        decisions = await self._decide_all(items, context)
+        self.metrics.latency.labels("AuthorizeBatch").observe(time.perf_counter() - start)
+        return pb.AuthorizeBatchResponse(
+            decisions=[
+                pb.Decision(
+                    room=r.room,
+                    action=r.action,
+                    allowed=d.allowed,
+                    reason=d.reason,
+                    message_type=r.message_type,
+                )
+                for r, d in zip(request.requests, decisions, strict=True)
             ]
         )
 

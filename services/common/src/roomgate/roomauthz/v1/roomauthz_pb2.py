@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from roomgate.auth.v1 import auth_pb2 as roomgate_dot_auth_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%roomgate/roomauthz/v1/roomauthz.proto\x12\x15roomgate.roomauthz.v1\x1a\x1broomgate/auth/v1/auth.proto\"\x95\x01\n\x10\x41uthorizeRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x0c\n\x04room\x18\x02 \x01(\t\x12-\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1d.roomgate.roomauthz.v1.Action\x12\x14\n\x0cmessage_type\x18\x04 \x01(\t\"~\n\x08\x44\x65\x63ision\x12\x0c\n\x04room\x18\x01 \x01(\t\x12-\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1d.roomgate.roomauthz.v1.Action\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cmessage_type\x18\x05 \x01(\t\"F\n\x11\x41uthorizeResponse\x12\x31\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1f.roomgate.roomauthz.v1.Decision\"_\n\nRoomAction\x12\x0c\n\x04room\x18\x01 \x01(\t\x12-\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1d.roomgate.roomauthz.v1.Action\x12\x14\n\x0cmessage_type\x18\x03 \x01(\t\"x\n\x14\x41uthorizeManyRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.roomgate.roomauthz.v1.RoomAction\"K\n\x15\x41uthorizeManyResponse\x12\x32\n\tdecisions\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.Decision\"d\n\x08\x41\x63lEntry\x12\x31\n\x08relation\x18\x01 \x01(\x0e\x32\x1f.roomgate.roomauthz.v1.Relation\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tobject_id\x18\x03 \x01(\t\"q\n\x10\x43hangeAclRequest\x12,\n\x03\x61\x64\x64\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.AclEntry\x12/\n\x06remove\x18\x02 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.AclEntry\"$\n\x11\x43hangeAclResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"W\n\x0eListAclRequest\x12\x31\n\x08relation\x18\x01 \x01(\x0e\x32\x1f.roomgate.roomauthz.v1.Relation\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"T\n\x0fListAclResponse\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.AclEntry\x12\x0f\n\x07version\x18\x02 \x01(\x03*J\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43TION_SUBSCRIBE\x10\x01\x12\x12\n\x0e\x41\x43TION_PUBLISH\x10\x02*o\n\x08Relation\x12\x18\n\x14RELATION_UNSPECIFIED\x10\x00\x12\x18\n\x14RELATION_AGENT_GROUP\x10\x01\x12\x17\n\x13RELATION_USER_GROUP\x10\x02\x12\x16\n\x12RELATION_USER_TEAM\x10\x03\x32\xde\x01\n\x10RoomAuthzService\x12^\n\tAuthorize\x12\'.roomgate.roomauthz.v1.AuthorizeRequest\x1a(.roomgate.roomauthz.v1.AuthorizeResponse\x12j\n\rAuthorizeMany\x12+.roomgate.roomauthz.v1.AuthorizeManyRequest\x1a,.roomgate.roomauthz.v1.AuthorizeManyResponse2\xcb\x01\n\x0f\x41\x63lAdminService\x12^\n\tChangeAcl\x12\'.roomgate.roomauthz.v1.ChangeAclRequest\x1a(.roomgate.roomauthz.v1.ChangeAclResponse\x12X\n\x07ListAcl\x12%.roomgate.roomauthz.v1.ListAclRequest\x1a&.roomgate.roomauthz.v1.ListAclResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%roomgate/roomauthz/v1/roomauthz.proto\x12\x15roomgate.roomauthz.v1\x1a\x1broomgate/auth/v1/auth.proto\"\x95\x01\n\x10\x41uthorizeRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x0c\n\x04room\x18\x02 \x01(\t\x12-\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1d.roomgate.roomauthz.v1.Action\x12\x14\n\x0cmessage_type\x18\x04 \x01(\t\"~\n\x08\x44\x65\x63ision\x12\x0c\n\x04room\x18\x01 \x01(\t\x12-\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1d.roomgate.roomauthz.v1.Action\x12\x0f\n\x07\x61llowed\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x14\n\x0cmessage_type\x18\x05 \x01(\t\"F\n\x11\x41uthorizeResponse\x12\x31\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1f.roomgate.roomauthz.v1.Decision\"_\n\nRoomAction\x12\x0c\n\x04room\x18\x01 \x01(\t\x12-\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1d.roomgate.roomauthz.v1.Action\x12\x14\n\x0cmessage_type\x18\x03 \x01(\t\"x\n\x14\x41uthorizeManyRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.roomgate.roomauthz.v1.RoomAction\"K\n\x15\x41uthorizeManyResponse\x12\x32\n\tdecisions\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.Decision\"R\n\x15\x41uthorizeBatchRequest\x12\x39\n\x08requests\x18\x01 \x03(\x0b\x32\'.roomgate.roomauthz.v1.AuthorizeRequest\"L\n\x16\x41uthorizeBatchResponse\x12\x32\n\tdecisions\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.Decision\"d\n\x08\x41\x63lEntry\x12\x31\n\x08relation\x18\x01 \x01(\x0e\x32\x1f.roomgate.roomauthz.v1.Relation\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x11\n\tobject_id\x18\x03 \x01(\t\"q\n\x10\x43hangeAclRequest\x12,\n\x03\x61\x64\x64\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.AclEntry\x12/\n\x06remove\x18\x02 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.AclEntry\"$\n\x11\x43hangeAclResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"W\n\x0eListAclRequest\x12\x31\n\x08relation\x18\x01 \x01(\x0e\x32\x1f.roomgate.roomauthz.v1.Relation\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"T\n\x0fListAclResponse\x12\x30\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1f.roomgate.roomauthz.v1.AclEntry\x12\x0f\n\x07version\x18\x02 \x01(\x03*J\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43TION_SUBSCRIBE\x10\x01\x12\x12\n\x0e\x41\x43TION_PUBLISH\x10\x02*o\n\x08Relation\x12\x18\n\x14RELATION_UNSPECIFIED\x10\x00\x12\x18\n\x14RELATION_AGENT_GROUP\x10\x01\x12\x17\n\x13RELATION_USER_GROUP\x10\x02\x12\x16\n\x12RELATION_USER_TEAM\x10\x03\x32\xcd\x02\n\x10RoomAuthzService\x12^\n\tAuthorize\x12\'.roomgate.roomauthz.v1.AuthorizeRequest\x1a(.roomgate.roomauthz.v1.AuthorizeResponse\x12j\n\rAuthorizeMany\x12+.roomgate.roomauthz.v1.AuthorizeManyRequest\x1a,.roomgate.roomauthz.v1.AuthorizeManyResponse\x12m\n\x0e\x41uthorizeBatch\x12,.roomgate.roomauthz.v1.AuthorizeBatchRequest\x1a-.roomgate.roomauthz.v1.AuthorizeBatchResponse2\xcb\x01\n\x0f\x41\x63lAdminService\x12^\n\tChangeAcl\x12\'.roomgate.roomauthz.v1.ChangeAclRequest\x1a(.roomgate.roomauthz.v1.ChangeAclResponse\x12X\n\x07ListAcl\x12%.roomgate.roomauthz.v1.ListAclRequest\x1a&.roomgate.roomauthz.v1.ListAclResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roomgate.roomauthz.v1.roomauthz_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1171
-  _globals['_ACTION']._serialized_end=1245
-  _globals['_RELATION']._serialized_start=1247
-  _globals['_RELATION']._serialized_end=1358
+  _globals['_ACTION']._serialized_start=1333
+  _globals['_ACTION']._serialized_end=1407
+  _globals['_RELATION']._serialized_start=1409
+  _globals['_RELATION']._serialized_end=1520
   _globals['_AUTHORIZEREQUEST']._serialized_start=94
   _globals['_AUTHORIZEREQUEST']._serialized_end=243
   _globals['_DECISION']._serialized_start=245
@@ -48,18 +48,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZEMANYREQUEST']._serialized_end=662
   _globals['_AUTHORIZEMANYRESPONSE']._serialized_start=664
   _globals['_AUTHORIZEMANYRESPONSE']._serialized_end=739
-  _globals['_ACLENTRY']._serialized_start=741
-  _globals['_ACLENTRY']._serialized_end=841
-  _globals['_CHANGEACLREQUEST']._serialized_start=843
-  _globals['_CHANGEACLREQUEST']._serialized_end=956
-  _globals['_CHANGEACLRESPONSE']._serialized_start=958
-  _globals['_CHANGEACLRESPONSE']._serialized_end=994
-  _globals['_LISTACLREQUEST']._serialized_start=996
-  _globals['_LISTACLREQUEST']._serialized_end=1083
-  _globals['_LISTACLRESPONSE']._serialized_start=1085
-  _globals['_LISTACLRESPONSE']._serialized_end=1169
-  _globals['_ROOMAUTHZSERVICE']._serialized_start=1361
-  _globals['_ROOMAUTHZSERVICE']._serialized_end=1583
-  _globals['_ACLADMINSERVICE']._serialized_start=1586
-  _globals['_ACLADMINSERVICE']._serialized_end=1789
+  _globals['_AUTHORIZEBATCHREQUEST']._serialized_start=741
+  _globals['_AUTHORIZEBATCHREQUEST']._serialized_end=823
+  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_start=825
+  _globals['_AUTHORIZEBATCHRESPONSE']._serialized_end=901
+  _globals['_ACLENTRY']._serialized_start=903
+  _globals['_ACLENTRY']._serialized_end=1003
+  _globals['_CHANGEACLREQUEST']._serialized_start=1005
+  _globals['_CHANGEACLREQUEST']._serialized_end=1118
+  _globals['_CHANGEACLRESPONSE']._serialized_start=1120
+  _globals['_CHANGEACLRESPONSE']._serialized_end=1156
+  _globals['_LISTACLREQUEST']._serialized_start=1158
+  _globals['_LISTACLREQUEST']._serialized_end=1245
+  _globals['_LISTACLRESPONSE']._serialized_start=1247
+  _globals['_LISTACLRESPONSE']._serialized_end=1331
+  _globals['_ROOMAUTHZSERVICE']._serialized_start=1523
+  _globals['_ROOMAUTHZSERVICE']._serialized_end=1856
+  _globals['_ACLADMINSERVICE']._serialized_start=1859
+  _globals['_ACLADMINSERVICE']._serialized_end=2062
 # @@protoc_insertion_point(module_scope)

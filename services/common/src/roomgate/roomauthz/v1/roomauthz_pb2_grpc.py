@@ -44,6 +44,11 @@ class RoomAuthzServiceStub:
                 request_serializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeManyRequest.SerializeToString,
                 response_deserializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeManyResponse.FromString,
                 _registered_method=True)
+        self.AuthorizeBatch = channel.unary_unary(
+                '/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeBatch',
+                request_serializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeBatchRequest.SerializeToString,
+                response_deserializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeBatchResponse.FromString,
+                _registered_method=True)
 
 
 class RoomAuthzServiceServicer:
@@ -61,6 +66,12 @@ class RoomAuthzServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AuthorizeBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoomAuthzServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_RoomAuthzServiceServicer_to_server(servicer, server):
                     servicer.AuthorizeMany,
                     request_deserializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeManyRequest.FromString,
                     response_serializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeManyResponse.SerializeToString,
+            ),
+            'AuthorizeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeBatch,
+                    request_deserializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeBatchRequest.FromString,
+                    response_serializer=roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class RoomAuthzService:
             '/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeMany',
             roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeManyRequest.SerializeToString,
             roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeBatch',
+            roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeBatchRequest.SerializeToString,
+            roomgate_dot_roomauthz_dot_v1_dot_roomauthz__pb2.AuthorizeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
