@@ -20,10 +20,30 @@ from roomgate_common import keys
 from roomgate_common.errors import BusUnavailable
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import Redis
+from roomgate_tools.client import RoomgateClient
 from roomgate_tools.stack import LocalStack, StackConfig, StackPorts
 
 GATEWAYS = ("gw-1", "gw-2")
 USER_PERMS = ("view_system", "view_tasks")
+ROOMS = ("system", "tasks")
+
+
+def resilient_clients(
+    stack: LocalStack, url: str, count: int, first_user: int
+) -> list[RoomgateClient]:
+    """``count`` resilient clients (users ``first_user``…), each in ``ROOMS``, reconnecting
+    fast (50 ms to 1 s) so that a fault test does not wait on back-off."""
+    return [
+        RoomgateClient(
+            url,
+            stack.token(str(first_user + i), perms=USER_PERMS),
+            rooms=ROOMS,
+            name=f"c{i}",
+            backoff_min=0.05,
+            backoff_max=1.0,
+        )
+        for i in range(count)
+    ]
 
 
 def _config(state_dir: Path) -> StackConfig:

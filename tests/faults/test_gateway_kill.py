@@ -12,21 +12,19 @@ import httpx
 import pytest
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
-from roomgate_tools.client import RoomgateClient
 from roomgate_tools.stack import AFFINITY_COOKIE, LocalStack
 
 from tests.faults.conftest import (
-    USER_PERMS,
+    ROOMS,
     Accepted,
     assert_exactly_once_in_order,
     publish_http,
     publish_redis,
+    resilient_clients,
     wait_until,
 )
 
 pytestmark = pytest.mark.timeout(90)  # the stack's six processes start slowly on 2 busy cores
-
-ROOMS = ("system", "tasks")
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
@@ -36,17 +34,7 @@ async def test_sigkill_gateway_clients_end_with_every_message_once_in_order(
     """SIGKILL one gateway mid-stream: its clients (WebSocket or HTTP fallback) move to the other and miss nothing, duplicate nothing."""
     stack = local_stack
     url = stack.ws_url() if transport == "websocket" else f"{stack.lb_http}/sse"
-    clients = [
-        RoomgateClient(
-            url,
-            stack.token(str(100 + i), perms=USER_PERMS),
-            rooms=ROOMS,
-            name=f"c{i}",
-            backoff_min=0.05,
-            backoff_max=1.0,
-        )
-        for i in range(6)
-    ]
+    clients = resilient_clients(stack, url, 6, first_user=100)
     redis = connect(stack.redis_url)
     http = httpx.AsyncClient(timeout=5)
     try:

@@ -15,22 +15,21 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
-from roomgate_tools.client import RoomgateClient
 from roomgate_tools.stack import LocalStack, http_status
 
 from tests.faults.conftest import (
-    USER_PERMS,
+    ROOMS,
     Accepted,
     assert_exactly_once_in_order,
     history_ids,
     publish_http,
     publish_redis,
+    resilient_clients,
     wait_until,
 )
 
 pytestmark = pytest.mark.timeout(90)
 
-ROOMS = ("system", "tasks")
 DOWN_SECONDS = 1.5
 HEALTH_NAMES = {
     "auth": ("", "roomgate.auth.v1.AuthService"),
@@ -66,17 +65,7 @@ async def all_ready(stack: LocalStack) -> dict[str, bool]:
 async def test_redis_restart_loses_no_accepted_message(local_stack: LocalStack) -> None:
     """Redis down then up under load: refusals are loud, accepted messages are all kept and delivered, every service recovers."""
     stack = local_stack
-    clients = [
-        RoomgateClient(
-            stack.ws_url(),
-            stack.token(str(200 + i), perms=USER_PERMS),
-            rooms=ROOMS,
-            name=f"c{i}",
-            backoff_min=0.05,
-            backoff_max=1.0,
-        )
-        for i in range(4)
-    ]
+    clients = resilient_clients(stack, stack.ws_url(), 4, first_user=200)
     redis = connect(stack.redis_url)
     http = httpx.AsyncClient(timeout=5)
     try:

@@ -333,12 +333,12 @@ async def test_authz_decisions_are_cached_and_acl_changes_clear_the_cache(stack:
         raise AssertionError("the ACL change did not clear the cached denial")
 
 
-@pytest.mark.gateway_settings(max_connections_per_ip=100, authz_calls_in_flight=1)
-async def test_concurrent_subscribes_are_authorised_in_batches(stack: Stack) -> None:
-    """Subscribes of many clients asked for together reach roomauthz as a few
-    AuthorizeBatch calls (one ACL read each), and each client gets its own decision."""
-    clients = [await stack.connect(stack.token(str(i + 1))) for i in range(30)]
-    for i, ws in enumerate(clients):  # odd users ask for someone else's room: denied
+async def subscribe_together(stack: Stack, count: int) -> tuple[float, float]:
+    """``count`` clients subscribe at once, even users to their own room (allowed), odd ones
+    to someone else's (denied); each must get its own answer. Returns (roomauthz decisions,
+    AuthorizeBatch calls)."""
+    clients = [await stack.connect(stack.token(str(i + 1))) for i in range(count)]
+    for i, ws in enumerate(clients):
         room = f"user-{i + 1}" if i % 2 == 0 else f"user-{i + 100}"
         await send(ws, {"type": "subscribe", "data": {"room": room}})
     replies = [await recv(ws) for ws in clients]
@@ -357,5 +357,23 @@ async def test_concurrent_subscribes_are_authorised_in_batches(stack: Stack) -> 
         for s in stack.authz.metrics.latency.collect()[0].samples
         if s.name.endswith("_count") and s.labels["method"] == "AuthorizeBatch"
     )
+    return decisions, calls
+
+
+@pytest.mark.gateway_settings(max_connections_per_ip=100, authz_calls_in_flight=1)
+async def test_concurrent_subscribes_are_authorised_in_batches(stack: Stack) -> None:
+    """Subscribes of many clients asked for together reach roomauthz as a few
+    AuthorizeBatch calls (one ACL read each), and each client gets its own decision."""
+    decisions, calls = await subscribe_together(stack, 30)
     assert decisions == 30
     assert calls < 30  # asked for while a call was on its way: batched
+
+
+@pytest.mark.gateway_settings(
+    max_connections_per_ip=100, authz_calls_in_flight=1, authz_batch_max=4
+)
+async def test_a_batch_holds_at_most_authz_batch_max_decisions(stack: Stack) -> None:
+    """AUTHZ_BATCH_MAX caps a batch: 20 decisions take at least 5 calls of 4."""
+    decisions, calls = await subscribe_together(stack, 20)
+    assert decisions == 20
+    assert calls >= 5

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
+from websockets.asyncio.client import ClientConnection
 
 from tests.gateway.conftest import Stack, recv, recv_until, send
 from tests.gateway.test_fanout import flatten
@@ -21,17 +23,19 @@ async def offsets_of(ws: object, count: int, room: str = "system") -> list[int]:
     return got
 
 
+async def subscribe_since(ws: ClientConnection, room: str, offset: int, epoch: str) -> None:
+    """Subscribe ``room`` asking for what came after ``offset`` of ``epoch``."""
+    await send(
+        ws,
+        {"type": "subscribe", "data": {"room": room, "since": {"offset": offset, "epoch": epoch}}},
+    )
+
+
 async def test_replay_after_offset_then_live(stack: Stack) -> None:
     """Missed messages come back in order with recovered=true, then live ones follow."""
     sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(5)]
     ws = await stack.connect()
-    await send(
-        ws,
-        {
-            "type": "subscribe",
-            "data": {"room": "system", "since": {"offset": 2, "epoch": sent[0].epoch}},
-        },
-    )
+    await subscribe_since(ws, "system", 2, sent[0].epoch)
     ok = await recv(ws)
     assert ok["type"] == "subscribed"
     assert ok["data"]["recovered"] is True
@@ -46,13 +50,7 @@ async def test_epoch_change_means_not_recovered(stack: Stack) -> None:
     """An unknown epoch (history lost) answers recovered=false so the client reloads state."""
     await stack.publish("system", "metrics_update", {})
     ws = await stack.connect()
-    await send(
-        ws,
-        {
-            "type": "subscribe",
-            "data": {"room": "system", "since": {"offset": 1, "epoch": "not-this-one"}},
-        },
-    )
+    await subscribe_since(ws, "system", 1, "not-this-one")
     ok = await recv(ws)
     assert ok["data"]["recovered"] is False
 
@@ -64,13 +62,7 @@ async def test_gap_beyond_history_is_reported_with_the_count_missed(stack: Stack
     sent = [await publisher.publish("tasks", "metrics_update", {"n": i}) for i in range(300)]
     await redis.aclose()
     ws = await stack.connect()
-    await send(
-        ws,
-        {
-            "type": "subscribe",
-            "data": {"room": "tasks", "since": {"offset": 5, "epoch": sent[0].epoch}},
-        },
-    )
+    await subscribe_since(ws, "tasks", 5, sent[0].epoch)
     ok = await recv(ws)
     assert ok["data"]["recovered"] is False
     assert ok["data"]["missed"] == 295
@@ -95,13 +87,7 @@ async def test_switch_from_replay_to_live_is_race_free(stack: Stack) -> None:
     producer = asyncio.create_task(publish_forever())
     await asyncio.sleep(0.2)
     ws = await stack.connect()
-    await send(
-        ws,
-        {
-            "type": "subscribe",
-            "data": {"room": "system", "since": {"offset": first.offset, "epoch": first.epoch}},
-        },
-    )
+    await subscribe_since(ws, "system", first.offset, first.epoch)
     ok = await recv_until(ws, lambda m: m["type"] == "subscribed")
     assert ok["data"]["recovered"] is True
     await asyncio.sleep(0.3)
@@ -119,13 +105,7 @@ async def test_a_late_live_copy_of_a_replayed_message_is_dropped(stack: Stack) -
 
     sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(3)]
     ws = await stack.connect()
-    await send(
-        ws,
-        {
-            "type": "subscribe",
-            "data": {"room": "system", "since": {"offset": 1, "epoch": sent[0].epoch}},
-        },
-    )
+    await subscribe_since(ws, "system", 1, sent[0].epoch)
     ok = await recv(ws)
     assert ok["data"]["replayed"] == 2
     assert await offsets_of(ws, 2) == [2, 3]
@@ -164,6 +144,28 @@ async def test_a_room_is_joined_once_redis_confirmed_the_subscription(stack: Sta
         await redis.aclose()
     await bus.leave("system")
     await bus.leave("system")
+
+
+async def test_join_waits_for_the_confirmation_at_most_its_timeout(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis that does not confirm within SUBSCRIBE_CONFIRM_TIMEOUT does not hold the
+    subscribe forever: join goes on (logged); the subscription lands when Redis answers."""
+    from roomgate_common import keys
+    from roomgate_gateway import bus as bus_module
+
+    monkeypatch.setattr(bus_module, "SUBSCRIBE_CONFIRM_TIMEOUT", 0.2)
+    redis = connect(stack.redis_url)
+    try:
+        await redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        # Redis answers after 1.5 s; join must be back long before (the 0.2 s timeout).
+        await asyncio.wait_for(stack.gateway.bus.join("system"), 1.0)
+        assert "no subscribe confirmation from redis" in caplog.text
+        counts = await redis.pubsub_numsub(keys.room_channel("system"))  # after the pause
+        assert counts == [(keys.room_channel("system").encode(), 1)]
+    finally:
+        await redis.aclose()
+    await stack.gateway.bus.leave("system")
 
 
 async def test_offsets_let_a_live_client_detect_gaps(stack: Stack) -> None:
@@ -205,13 +207,7 @@ async def test_since_on_a_room_already_joined_resyncs(stack: Stack) -> None:
     await recv(ws)
     sent = [await stack.publish("system", "metrics_update", {"n": i}) for i in range(3)]
     assert await offsets_of(ws, 3) == [1, 2, 3]
-    await send(
-        ws,
-        {
-            "type": "subscribe",
-            "data": {"room": "system", "since": {"offset": 1, "epoch": sent[0].epoch}},
-        },
-    )
+    await subscribe_since(ws, "system", 1, sent[0].epoch)
     ok = await recv(ws)
     assert ok["data"]["recovered"] is True
     assert ok["data"]["replayed"] == 2
@@ -233,13 +229,7 @@ async def test_history_is_bounded_by_age_per_room_pattern(redis_url: str) -> Non
         kept = await publisher.publish("tasks", "task_progress", {"n": 0})
         await asyncio.sleep(1.2)
         ws = await stack.connect()
-        await send(
-            ws,
-            {
-                "type": "subscribe",
-                "data": {"room": "task-7", "since": {"offset": 1, "epoch": old[0].epoch}},
-            },
-        )
+        await subscribe_since(ws, "task-7", 1, old[0].epoch)
         ok = await recv(ws)
         assert ok["data"]["recovered"] is False  # the gap is older than task-*'s 1 s
         assert ok["data"]["missed"] == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
@@ -51,6 +52,31 @@ def is_cluster(redis: object) -> bool:
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 
+CONNECT_TIMEOUT = 2.0  # seconds to open a connection
+COMMAND_TIMEOUT = 5.0  # seconds for a command's reply
+HEALTH_CHECK_INTERVAL = 15  # seconds idle before a connection is PINGed before use
+
+
+def _client_options(retries: int) -> dict[str, Any]:
+    """What every Roomgate client shares: bytes replies, timeouts, bounded retries."""
+    return {
+        "decode_responses": False,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+    }
+
+
+def _server_options(name: str, retries: int) -> dict[str, Any]:
+    """A single server's (or a Sentinel-followed master's) client: named, health-checked,
+    retrying timeouts too."""
+    return {
+        **_client_options(retries),
+        "client_name": name,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
 
 class _SentinelMaster(aioredis.Redis):
     """The master's client; closing it closes the Sentinel connections it follows too."""
@@ -80,8 +106,8 @@ def _sentinel(url: str, *, name: str, retries: int) -> Redis | None:
         nodes.append((host.strip("[]"), int(port or 26379)))
     sentinel = Sentinel(
         nodes,
-        socket_connect_timeout=2.0,
-        sentinel_kwargs={"socket_connect_timeout": 2.0},
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT},
     )
     client = sentinel.master_for(
         master,
@@ -89,13 +115,7 @@ def _sentinel(url: str, *, name: str, retries: int) -> Redis | None:
         db=int(db or 0),
         password=password,
         ssl=SENTINEL_SCHEMES[scheme],
-        client_name=name,
-        decode_responses=False,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **_server_options(name, retries),
     )
     client.sentinels = sentinel.sentinels
     return client
@@ -109,24 +129,9 @@ def connect(url: str, *, name: str = "roomgate", retries: int = 3) -> Redis:
         return via_sentinel
     plain = cluster_url(url)
     if plain is not None:
-        cluster = RedisCluster.from_url(
-            plain,
-            decode_responses=False,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
-        )
+        cluster = RedisCluster.from_url(plain, **_client_options(retries))
         return cluster  # type: ignore[return-value]  # the same command API
-    return aioredis.Redis.from_url(
-        url,
-        client_name=name,
-        decode_responses=False,
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+    return aioredis.Redis.from_url(url, **_server_options(name, retries))
 
 
 @asynccontextmanager

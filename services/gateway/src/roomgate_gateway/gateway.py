@@ -576,13 +576,7 @@ class Gateway:
             except BusUnavailable:
                 conn.error(ErrorCode.UNAVAILABLE, "bus unavailable, message not accepted", ref=msg)
                 return
-            if msg.requiresAck and msg.id:
-                conn.send_message(
-                    "ack",
-                    {"id": published.id, "room": room, "offset": published.offset},
-                    correlation_id=metadata.get("correlation_id"),
-                    extra={"ackId": msg.id},
-                )
+            _ack(conn, msg, {"id": published.id, "room": room, "offset": published.offset})
 
     async def publish(self, envelope: Envelope) -> Published:
         """Publish through the bus; counts what a full mailbox had to evict."""
@@ -609,13 +603,7 @@ class Gateway:
         except PeerUnavailable:
             conn.error(ErrorCode.UNAVAILABLE, "escalation unavailable, retry", ref=msg)
             return
-        if msg.requiresAck and msg.id:
-            conn.send_message(
-                "ack",
-                {"alert_id": alert_id, "changed": changed},
-                correlation_id=msg.metadata.correlation_id if msg.metadata else None,
-                extra={"ackId": msg.id},
-            )
+        _ack(conn, msg, {"alert_id": alert_id, "changed": changed})
 
     def acked(self, conn: Connection, ack_id: str) -> None:
         """A client acknowledged a server message: stop resending it and take it out of the
@@ -894,6 +882,17 @@ def _trace_carrier(md: p.ClientMetadata | None) -> dict[str, Any]:
     if md.tracestate:
         carrier["tracestate"] = md.tracestate
     return carrier
+
+
+def _ack(conn: Connection, msg: p.Event, data: dict[str, Any]) -> None:
+    """Answer a client message that asked for one (``requiresAck``) with ``ack``."""
+    if msg.requiresAck and msg.id:
+        conn.send_message(
+            "ack",
+            data,
+            correlation_id=msg.metadata.correlation_id if msg.metadata else None,
+            extra={"ackId": msg.id},
+        )
 
 
 def _trace_of(md: dict[str, Any]) -> dict[str, str] | None:

@@ -174,12 +174,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def writable_now(self) -> bool:
         """May a frame be written straight away (open, not closing, transport not full)?"""
-        return (
-            self.writable._set  # type: ignore[attr-defined]
-            and not self.close_sent
-            and not self.disconnected
-            and not self.transport.is_closing()
-        )
+        return self.writable._set and self.can_write()  # type: ignore[attr-defined, no-any-return]
 
     def can_write(self) -> bool:
         """Is the connection still open for frames (full transport or not)?"""

@@ -169,6 +169,14 @@ def set_condition(
     """``conditions`` with ``type_`` set; its lastTransitionTime moves only when the status
     does (``None`` means Unknown). Order of the other conditions is kept."""
     text = "Unknown" if status is None else ("True" if status else "False")
+    fresh = {
+        "type": type_,
+        "status": text,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": now,
+    }
     result: list[dict[str, Any]] = []
     found = False
     for cond in conditions:
@@ -176,28 +184,14 @@ def set_condition(
             result.append(dict(cond))
             continue
         found = True
-        changed = cond.get("status") != text
+        unchanged = cond.get("status") == text
         result.append(
-            {
-                "type": type_,
-                "status": text,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now if changed else cond.get("lastTransitionTime", now),
-            }
+            {**fresh, "lastTransitionTime": cond.get("lastTransitionTime", now)}
+            if unchanged
+            else fresh
         )
     if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": text,
-                "reason": reason,
-                "message": message,
-                "observedGeneration": generation,
-                "lastTransitionTime": now,
-            }
-        )
+        result.append(fresh)
     return result
 
 

@@ -89,6 +89,19 @@ def principal_from_proto(message: auth_pb2.Principal) -> Principal | None:
     )
 
 
+def _decision_message(
+    asked: pb.AuthorizeRequest | pb.RoomAction, decision: Decision
+) -> pb.Decision:
+    """The answer to one asked ``(room, action, message_type)``."""
+    return pb.Decision(
+        room=asked.room,
+        action=asked.action,
+        allowed=decision.allowed,
+        reason=decision.reason,
+        message_type=asked.message_type,
+    )
+
+
 class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
     def __init__(self, policy: Policy, store: AclStore, metrics: Metrics, max_batch: int) -> None:
         self.policy = policy
@@ -109,6 +122,12 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
                 context, grpc.StatusCode.INVALID_ARGUMENT, "principal with kind and id is required"
             )
         return principal
+
+    async def _check_batch(self, size: int, what: str, context: Context) -> None:
+        if size > self.max_batch:
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"at most {self.max_batch} {what}"
+            )
 
     async def _decide(
         self,
@@ -156,40 +175,20 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
             principal, [(request.room, action, request.message_type)], context
         )
         self.metrics.latency.labels("Authorize").observe(time.perf_counter() - start)
-        return pb.AuthorizeResponse(
-            decision=pb.Decision(
-                room=request.room,
-                action=request.action,
-                allowed=decision.allowed,
-                reason=decision.reason,
-                message_type=request.message_type,
-            )
-        )
+        return pb.AuthorizeResponse(decision=_decision_message(request, decision))
 
     async def AuthorizeMany(
         self, request: pb.AuthorizeManyRequest, context: Context
     ) -> pb.AuthorizeManyResponse:
         start = time.perf_counter()
         principal = await self._principal(request, context)
-        if len(request.items) > self.max_batch:
-            await _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"at most {self.max_batch} items per AuthorizeMany",
-            )
+        await self._check_batch(len(request.items), "items per AuthorizeMany", context)
         items = [(i.room, ACTIONS.get(i.action), i.message_type) for i in request.items]
         decisions = await self._decide(principal, items, context)
         self.metrics.latency.labels("AuthorizeMany").observe(time.perf_counter() - start)
         return pb.AuthorizeManyResponse(
             decisions=[
-                pb.Decision(
-                    room=item.room,
-                    action=item.action,
-                    allowed=d.allowed,
-                    reason=d.reason,
-                    message_type=item.message_type,
-                )
-                for item, d in zip(request.items, decisions, strict=True)
+                _decision_message(item, d) for item, d in zip(request.items, decisions, strict=True)
             ]
         )
 
@@ -197,12 +196,7 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
         self, request: pb.AuthorizeBatchRequest, context: Context
     ) -> pb.AuthorizeBatchResponse:
         start = time.perf_counter()
-        if len(request.requests) > self.max_batch:
-            await _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"at most {self.max_batch} requests per AuthorizeBatch",
-            )
+        await self._check_batch(len(request.requests), "requests per AuthorizeBatch", context)
         items: list[tuple[Principal, str, Action | None, str]] = []
         for r in request.requests:
             items.append(
@@ -212,14 +206,7 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
         self.metrics.latency.labels("AuthorizeBatch").observe(time.perf_counter() - start)
         return pb.AuthorizeBatchResponse(
             decisions=[
-                pb.Decision(
-                    room=r.room,
-                    action=r.action,
-                    allowed=d.allowed,
-                    reason=d.reason,
-                    message_type=r.message_type,
-                )
-                for r, d in zip(request.requests, decisions, strict=True)
+                _decision_message(r, d) for r, d in zip(request.requests, decisions, strict=True)
             ]
         )
 

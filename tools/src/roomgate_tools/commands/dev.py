@@ -141,20 +141,25 @@ def _lock(state_dir: Path) -> TextIO:
     return handle
 
 
-def _serve(args: argparse.Namespace) -> int:
-    state_dir = devenv.DEV_DIR
-    lock = _lock(state_dir)
-    signals = _Signals()
-    stack = LocalStack(
+def _stack(args: argparse.Namespace, state_dir: Path, *, drain_seconds: float) -> LocalStack:
+    """The local stack the command line asks for (ports, escalation, log level)."""
+    return LocalStack(
         StackConfig(
             state_dir=state_dir,
             ports=_ports(args),
             secrets=devenv.dev_secrets(),
             escalation=False if args.no_escalation else None,
             log_level=args.log_level,
-            drain_seconds=args.drain_seconds,
+            drain_seconds=drain_seconds,
         )
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    state_dir = devenv.DEV_DIR
+    lock = _lock(state_dir)
+    signals = _Signals()
+    stack = _stack(args, state_dir, drain_seconds=args.drain_seconds)
     signals.stack = stack
     started = time.monotonic()
     try:
@@ -316,16 +321,7 @@ def _check(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop in order, like Ctrl-C
     devenv.DEV_DIR.mkdir(parents=True, exist_ok=True)
     state_dir = Path(tempfile.mkdtemp(prefix="check-", dir=devenv.DEV_DIR))
-    stack = LocalStack(
-        StackConfig(
-            state_dir=state_dir,
-            ports=_ports(args),
-            secrets=devenv.dev_secrets(),
-            escalation=False if args.no_escalation else None,
-            log_level=args.log_level,
-            drain_seconds=0.5,
-        )
-    )
+    stack = _stack(args, state_dir, drain_seconds=0.5)
     started = time.monotonic()
     ok = False
     try:
