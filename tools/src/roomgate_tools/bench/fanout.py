@@ -216,17 +216,20 @@ class _Meter:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.cpu = procstat.tree_cpu_times(pid)
+        self.cpu = procstat.tree_cpu_split(pid)
         self.own = procstat.self_cpu_seconds()
         self.wall = time.perf_counter()
 
     def read(self) -> tuple[float, float, float, float]:
         """(seconds, server user CPU-s, server system CPU-s, own CPU-s) since creation."""
-        user, system = procstat.tree_cpu_times(self.pid)
+        total, system = procstat.tree_cpu_split(self.pid)
+        # The total is ns-precise, the kernel share is in 10 ms ticks: never more than the total.
+        total -= self.cpu[0]
+        system = min(system - self.cpu[1], total)
         return (
             time.perf_counter() - self.wall,
-            user - self.cpu[0],
-            system - self.cpu[1],
+            total - system,
+            system,
             procstat.self_cpu_seconds() - self.own,
         )
 
