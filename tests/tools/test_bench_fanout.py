@@ -1,5 +1,5 @@
 """The fan-out benchmark's harness: its bookkeeping with values, its decoders with frames,
-and one short real run per baseline that checks every published event is counted for every
+and one short real run per server (Centrifugo: the binary `make bench-tools` builds) that checks every published event is counted for every
 client (a check of the harness, not of speed)."""
 
 from __future__ import annotations
@@ -9,9 +9,16 @@ from pathlib import Path
 import msgspec
 import pytest
 from roomgate_tools.bench import fanout
+from roomgate_tools.bench._fanout.centrifugo import CentrifugoTarget
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
 from roomgate_tools.bench._fanout.targets import GatewayTarget, SocketIOTarget, StarletteTarget
-from roomgate_tools.bench._fanout.wire import Kind, PlainWire, RoomgateWire, SocketIOWire
+from roomgate_tools.bench._fanout.wire import (
+    CentrifugoWire,
+    Kind,
+    PlainWire,
+    RoomgateWire,
+    SocketIOWire,
+)
 from roomgate_tools.procs import RedisProcess
 
 
@@ -98,6 +105,35 @@ def test_plain_and_socketio_wires() -> None:
     assert sio.subscribe_frame() == b'421["subscribe","system"]'
 
 
+def test_centrifugo_wire_speaks_its_json_protocol() -> None:
+    """Connect command first, replies by id, newline-joined pushes, ``{}`` pings answered."""
+    wire = CentrifugoWire(["tok0", "tok1"])
+    assert msgspec.json.decode(wire.hello_frame(1) or b"") == {
+        "id": 1,
+        "connect": {"token": "tok1", "name": "bench"},
+    }
+    assert msgspec.json.decode(wire.subscribe_frame() or b"") == {
+        "id": 2,
+        "subscribe": {"channel": "system"},
+    }
+    assert wire.decode(b'{"id":1,"connect":{"client":"c","ping":25,"pong":true}}').kind is (
+        Kind.WELCOME
+    )
+    assert wire.decode(b'{"id":2,"subscribe":{}}').kind is Kind.SUBSCRIBED
+    pushes = b"\n".join(
+        msgspec.json.encode({"push": {"channel": "system", "pub": {"data": {"t": t, "seq": s}}}})
+        for s, t in ((1, 100), (2, 200))
+    )
+    decoded = wire.decode(pushes)
+    assert decoded.kind is Kind.EVENTS
+    assert decoded.events == ((1, 100), (2, 200))
+    assert wire.decode(b"{}").kind is Kind.PING
+    assert wire.reply(Kind.PING) == b"{}"
+    error = wire.decode(b'{"id":2,"error":{"code":103,"message":"permission denied"}}')
+    assert error.kind is Kind.ERROR
+    assert "103" in error.detail
+
+
 @pytest.fixture
 def bench_redis(tmp_path: Path):
     server = RedisProcess(tmp_path / "redis", aof=False)
@@ -107,9 +143,14 @@ def bench_redis(tmp_path: Path):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("target_class", [StarletteTarget, SocketIOTarget, GatewayTarget])
+@pytest.mark.parametrize(
+    "target_class", [StarletteTarget, SocketIOTarget, GatewayTarget, CentrifugoTarget]
+)
 async def test_run_counts_every_delivered_event(
-    target_class: type[StarletteTarget] | type[SocketIOTarget] | type[GatewayTarget],
+    target_class: type[StarletteTarget]
+    | type[SocketIOTarget]
+    | type[GatewayTarget]
+    | type[CentrifugoTarget],
     bench_redis: RedisProcess,
     tmp_path: Path,
 ) -> None:

@@ -39,20 +39,26 @@ from typing import Any
 
 from roomgate_tools.bench import _procstat as procstat
 from roomgate_tools.bench._fanout._serve import raise_nofile_limit
+from roomgate_tools.bench._fanout.centrifugo import CentrifugoTarget
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
 from roomgate_tools.bench._fanout.loadgen import Fleet
 from roomgate_tools.bench._fanout.profile import Profile, Sampler, find_py_spy, summarize
 from roomgate_tools.bench._fanout.targets import (
     TARGETS,
     EventPublisher,
-    GatewayTarget,
     Target,
+    _BaselineTarget,
     stop_all_started,
     stop_on_exit,
 )
 from roomgate_tools.procs import RedisProcess
 
-ORDER = ("gateway", "starlette", "socketio")
+ORDER = ("gateway", "centrifugo", "starlette", "socketio")
+DEFAULT = ("gateway", "starlette", "socketio")  # centrifugo needs `make bench-tools` first
+ALL_TARGETS: dict[str, type[Target] | type[CentrifugoTarget]] = {
+    **TARGETS,
+    "centrifugo": CentrifugoTarget,
+}
 WARMUP_CLIENTS = 10
 SERVER_CPUS = {0}  # with --pin: servers and Redis here, the load generator elsewhere
 KIB = 1024
@@ -62,6 +68,13 @@ TARGET_VS_STARLETTE = 1.0  # deliveries per gateway CPU-second >= the naive Star
 TARGET_VS_SOCKETIO = 6.0  # ... and >= 6x python-socketio
 TARGET_RSS_PER_CONN = 24 * KIB
 TARGET_P99_MS = 50.0
+# The targets of issue 12 against Centrifugo, same run: (what, gateway / Centrifugo at least).
+TARGET_VS_CENTRIFUGO = {
+    "connects/s": 1.0,
+    "rate-phase deliveries per server CPU-s": 1.5,
+    "saturation deliveries per server CPU-s": 1.0,
+}
+TARGET_RSS_VS_CENTRIFUGO = 4.0  # Centrifugo's RSS per connection / the gateway's, at least
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         choices=ORDER,
-        help="measure only this server (repeatable; default: all three)",
+        help="measure only this server (repeatable; default: gateway, starlette, socketio; "
+        "centrifugo needs `make bench-tools`)",
     )
     parser.add_argument(
         "--window",
@@ -617,6 +631,63 @@ def comparisons(results: dict[str, TargetResult]) -> list[dict[str, Any]]:
                 "pass": gateway.rate.p99_ms <= TARGET_P99_MS and gateway.rate.lost == 0,
             }
         )
+    checks += _centrifugo_comparisons(gateway, results.get("centrifugo"))
+    return checks
+
+
+def _ratio(mine: float | None, theirs: float | None) -> float | None:
+    if mine is None or not theirs:
+        return None
+    return mine / theirs
+
+
+def _centrifugo_comparisons(
+    gateway: TargetResult, centrifugo: TargetResult | None
+) -> list[dict[str, Any]]:
+    """Issue 12: the gateway against Centrifugo on the same workload in the same run."""
+    if centrifugo is None or not centrifugo.connected:
+        return []
+    checks: list[dict[str, Any]] = []
+    rate = (gateway.rate, centrifugo.rate)
+    pairs = {
+        "connects/s": (gateway.connects_per_s, centrifugo.connects_per_s),
+        "rate-phase deliveries per server CPU-s": (
+            rate[0].deliveries_per_cpu_s if rate[0] else None,
+            rate[1].deliveries_per_cpu_s if rate[1] else None,
+        ),
+        "saturation deliveries per server CPU-s": (_dpc(gateway), _dpc(centrifugo)),
+    }
+    for what, (mine, theirs) in pairs.items():
+        ratio = _ratio(mine, theirs)
+        if ratio is not None:
+            target = TARGET_VS_CENTRIFUGO[what]
+            checks.append(
+                {
+                    "what": f"{what}: gateway / centrifugo",
+                    "value": round(ratio, 2),
+                    "target": f">= {target:g}",
+                    "pass": ratio >= target,
+                }
+            )
+    memory = _ratio(centrifugo.rss_per_conn, gateway.rss_per_conn)
+    if memory is not None:
+        checks.append(
+            {
+                "what": "RSS per connection: centrifugo / gateway",
+                "value": round(memory, 2),
+                "target": f">= {TARGET_RSS_VS_CENTRIFUGO:g}",
+                "pass": memory >= TARGET_RSS_VS_CENTRIFUGO,
+            }
+        )
+    if rate[0] and rate[1] and rate[0].p99_ms is not None and rate[1].p99_ms is not None:
+        checks.append(
+            {
+                "what": "rate-phase p99 (ms): gateway vs centrifugo",
+                "value": f"{rate[0].p99_ms:.1f} vs {rate[1].p99_ms:.1f}",
+                "target": "<=",
+                "pass": rate[0].p99_ms <= rate[1].p99_ms,
+            }
+        )
     return checks
 
 
@@ -662,7 +733,7 @@ def render(results: dict[str, TargetResult], options: Options, load: str) -> str
     checks = comparisons(results)
     if checks:
         lines.append("")
-        lines.append("targets (issue 3):")
+        lines.append("targets (issues 3 and 12):")
         for check in checks:
             rounds = check.get("by_round")
             lines.append(
@@ -697,8 +768,8 @@ async def measure_all(names: list[str], options: Options, workdir: Path) -> dict
     try:
         targets: list[Target] = []
         for name in names:
-            target = TARGETS[name]()
-            if not isinstance(target, GatewayTarget):
+            target = ALL_TARGETS[name]()
+            if isinstance(target, _BaselineTarget):
                 target.ws = options.baseline_ws
             targets.append(target)
         return await measure(targets, options, redis.url, workdir)
@@ -721,7 +792,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_ws=args.baseline_ws,
         pin=args.pin and len(os.sched_getaffinity(0)) >= 2,
     )
-    names = [n for n in ORDER if n in (args.only or ORDER)]
+    names = [n for n in ORDER if n in (args.only or DEFAULT)]
     load = _load()
     workdir = Path(tempfile.mkdtemp(prefix="roomgate-bench-fanout-"))
     failed = False

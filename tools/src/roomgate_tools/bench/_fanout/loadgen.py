@@ -64,8 +64,14 @@ class _Client(WSListener):  # type: ignore[misc]
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        if self.fleet.wire.welcome_on_connect:
+        wire = self.fleet.wire
+        if wire.welcome_on_connect:
             self.welcomed.set_result(None)
+        hello = getattr(wire, "hello_frame", None)
+        if hello is not None:
+            frame = hello(self.fleet.first + self.index)
+            if frame is not None:
+                transport.send(_TEXT, frame)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type

@@ -1,4 +1,4 @@
-"""The three wire protocols the fan-out load generator speaks, as pure decoders.
+"""The four wire protocols the fan-out load generator speaks, as pure decoders.
 
 Each ``*Wire`` says where a client connects, what it sends to subscribe, and turns one
 received text frame into a ``Decoded``: its kind and, for events, the ``(seq, sent_ns)``
@@ -11,6 +11,12 @@ pairs the benchmark publisher put in the event data (``{"t": time_ns, "seq": n}`
   namespace connect ``40`` -> ``40{...}``, subscribe as an event with an ack
   (``421["subscribe","system"]`` -> ``431[...]``), pings ``2`` answered with ``3``,
   events ``42["metrics_update",{...}]``.
+- ``CentrifugoWire``: Centrifugo's JSON client protocol: a ``connect`` command with the JWT
+  first, ``subscribe`` -> its reply, publications as ``push`` messages (newline-joined when
+  several are pending), ``{}`` pings answered with ``{}``.
+
+A wire with a ``hello_frame`` sends it as soon as the WebSocket is open (Centrifugo's
+connect command); the others wait for the server.
 """
 
 from __future__ import annotations
@@ -188,3 +194,72 @@ class SocketIOWire:
         if payload.startswith((b"44", b"41", b"1")):
             return Decoded(Kind.ERROR, detail=payload[:300].decode(errors="replace"))
         return Decoded(Kind.OTHER, detail=payload[:100].decode(errors="replace"))
+
+
+class CentrifugoWire:
+    """Centrifugo's JSON protocol (client protocol v2, as centrifuge-js speaks it): the client
+    sends ``{"id":1,"connect":{"token":...}}`` first, the reply is the welcome; subscribe is
+    ``{"id":2,"subscribe":{"channel":...}}``; publications arrive as
+    ``{"push":{"channel":...,"pub":{"data":...}}}``, several in one frame separated by
+    newlines when Centrifugo has more than one pending for the client; the server's ping is
+    ``{}`` and the client answers ``{}``."""
+
+    name = "centrifugo"
+    welcome_on_connect = False
+    room = "system"
+    _CONNECT_ID = 1
+    _SUBSCRIBE_ID = 2
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+
+    def path(self, client: int) -> str:
+        return "/connection/websocket"
+
+    def hello_frame(self, client: int) -> bytes | None:
+        return msgspec.json.encode(
+            {"id": self._CONNECT_ID, "connect": {"token": self.tokens[client], "name": "bench"}}
+        )
+
+    def subscribe_frame(self) -> bytes | None:
+        return msgspec.json.encode({"id": self._SUBSCRIBE_ID, "subscribe": {"channel": self.room}})
+
+    def heartbeat_frame(self) -> bytes | None:
+        return None  # the server pings (``{}``) and the client answers (``{}``)
+
+    def reply(self, kind: Kind) -> bytes | None:
+        return b"{}" if kind is Kind.PING else None
+
+    def decode(self, payload: bytes) -> Decoded:
+        events: list[tuple[int, int]] = []
+        kind = Kind.OTHER
+        detail = ""
+        for line in payload.split(b"\n"):
+            if not line:
+                continue
+            try:
+                message = _decode(line)
+            except msgspec.DecodeError:
+                return Decoded(Kind.OTHER, detail=payload[:200].decode(errors="replace"))
+            if not isinstance(message, dict):
+                continue
+            if not message:
+                kind = Kind.PING
+                continue
+            push = message.get("push")
+            if isinstance(push, dict):
+                pub = push.get("pub")
+                event = _event_of(pub.get("data")) if isinstance(pub, dict) else None
+                if event is not None:
+                    events.append(event)
+                continue
+            error = message.get("error")
+            if isinstance(error, dict):
+                return Decoded(Kind.ERROR, detail=f"{error.get('code')}: {error.get('message')}")
+            if message.get("id") == self._CONNECT_ID and "connect" in message:
+                kind = Kind.WELCOME
+            elif message.get("id") == self._SUBSCRIBE_ID and "subscribe" in message:
+                kind = Kind.SUBSCRIBED
+        if events:
+            return Decoded(Kind.EVENTS, tuple(events))
+        return Decoded(kind, detail=detail)
