@@ -21,8 +21,6 @@ Fair settings, both ways (docs/benchmarks.md):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import http.client
 import json
 import os
@@ -36,6 +34,7 @@ import jwt
 from roomgate_tools.bench._fanout.loadgen import Wire
 from roomgate_tools.bench._fanout.targets import _Target
 from roomgate_tools.bench._fanout.wire import CentrifugoWire
+from roomgate_tools.bench._http import HttpError, KeepAliveClient
 from roomgate_tools.procs import ProcessError, free_port
 
 ROOM = "system"
@@ -58,48 +57,23 @@ def find_centrifugo() -> str:
 
 
 class HttpApiPublisher:
-    """POSTs each event to Centrifugo's ``/api/publish`` on one kept-alive HTTP/1.1
-    connection (reconnected if the server closes it)."""
+    """POSTs each event to Centrifugo's ``/api/publish`` on one kept-alive connection."""
 
     def __init__(self, host: str, port: int, api_key: str) -> None:
-        self.host, self.port, self.api_key = host, port, api_key
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._writer is None or self._writer.is_closing() or self._reader is None:
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        return self._reader, self._writer
+        self._http = KeepAliveClient(host, port)
+        self._headers = {"X-API-Key": api_key}
 
     async def publish(self, seq: int) -> None:
-        body = json.dumps(
-            {"channel": ROOM, "data": {"t": time.time_ns(), "seq": seq}}, separators=(",", ":")
-        ).encode()
-        head = (
-            f"POST /api/publish HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"X-API-Key: {self.api_key}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode()
-        reader, writer = await self._connection()
-        writer.write(head + body)
-        status_line = await reader.readline()
-        length = 0
-        while True:
-            line = await reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value.strip())
-        payload = await reader.readexactly(length) if length else b""
-        if b" 200 " not in status_line or b'"error"' in payload:
-            raise RuntimeError(f"centrifugo publish failed: {status_line!r} {payload[:200]!r}")
+        await self.publish_data({"t": time.time_ns(), "seq": seq})
+
+    async def publish_data(self, data: dict[str, object]) -> None:
+        body = json.dumps({"channel": ROOM, "data": data}, separators=(",", ":")).encode()
+        status, payload = await self._http.post("/api/publish", body, self._headers)
+        if status != 200 or b'"error"' in payload:
+            raise HttpError(f"centrifugo publish failed: {status} {payload[:200]!r}")
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
+        await self._http.close()
 
 
 class CentrifugoTarget(_Target):

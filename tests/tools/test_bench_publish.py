@@ -1,0 +1,26 @@
+"""The publish benchmark's harness: a short real run against the gateway and Centrifugo that
+checks each publish call succeeds and the servers' CPU is measured (a check of the harness,
+not of speed)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from roomgate_tools.bench import publish
+
+
+@pytest.mark.timeout(120)
+async def test_every_server_is_measured_per_publish_call() -> None:
+    """Both servers answer every publish; CPU per call is positive, and only the gateway has
+    peers (auth, roomauthz) whose CPU is counted beside its own."""
+    args = argparse.Namespace(duration=0.5, publishers=2, only=None, json=False)
+    figures = {f.name: f for f in await publish._main(args)}
+    assert set(figures) == {"gateway", "centrifugo"}
+    for f in figures.values():
+        assert f.calls > 0
+        assert f.server_cpu_s > 0
+        assert f.cpu_ms_per_call > 0
+        assert 0 < f.p50_ms <= f.p99_ms
+    assert figures["gateway"].peers_cpu_s > 0
+    assert figures["centrifugo"].peers_cpu_s == 0
