@@ -85,7 +85,7 @@ function onEvent(msg: RoomEvent): void {
     case "agents": {
       if (msg.type !== "agent_status" && msg.type !== "agent_updated") break;
       const id = String(d.agent_id ?? msg.sender);
-      const a = agents.get(id) ?? { id, hostname: id, status: "unknown", cpu: [], mem: [], disk: [], last: "" };
+      const a: Agent = agents.get(id) ?? { id, hostname: id, status: "unknown", cpu: [], mem: [], disk: [], last: "" };
       a.hostname = d.hostname ?? a.hostname;
       a.status = d.status ?? a.status;
       push(a.cpu, d.cpu_usage);
@@ -98,7 +98,7 @@ function onEvent(msg: RoomEvent): void {
     case "tasks": {
       const id = String(d.task_id ?? "");
       if (!id) break;
-      const t = tasks.get(id) ?? { id, name: d.name ?? `task ${id}`, agent: d.hostname ?? "", progress: 0, state: "created", logs: [] };
+      const t: Task = tasks.get(id) ?? { id, name: d.name ?? `task ${id}`, agent: d.hostname ?? "", progress: 0, state: "created", logs: [] };
       tasks.delete(id); // most recent last
       if (d.name) t.name = d.name;
       if (typeof d.progress === "number") t.progress = d.progress;
@@ -113,7 +113,7 @@ function onEvent(msg: RoomEvent): void {
     case "alerts": {
       const id = String(d.alert_id ?? "");
       if (!id) break;
-      const a = alerts.get(id) ?? { id, title: d.title ?? id, severity: d.severity ?? "medium", state: "triggered", at: msg.timestamp };
+      const a: Alert = alerts.get(id) ?? { id, title: d.title ?? id, severity: d.severity ?? "medium", state: "triggered", at: msg.timestamp };
       if (d.title) a.title = d.title;
       if (d.severity) a.severity = d.severity;
       if (d.agent_id !== undefined) a.agent = String(d.hostname ?? d.agent_id);
