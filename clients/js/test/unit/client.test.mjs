@@ -386,3 +386,71 @@ test("every transition outside the state table throws (guarded)", async () => {
   const { client } = makeClient();
   assert.throws(() => client["setState"]("connected"), /disconnected -> connected/);
 });
+
+function fakeTarget(extra = {}) {
+  const handlers = {};
+  return {
+    ...extra,
+    addEventListener: (t, f) => (handlers[t] ??= []).push(f),
+    removeEventListener: (t, f) => (handlers[t] = (handlers[t] ?? []).filter((g) => g !== f)),
+    fire: (t) => (handlers[t] ?? []).forEach((f) => f()),
+  };
+}
+
+test("offline: no attempt while the browser is offline; online reconnects at once", async () => {
+  const win = fakeTarget({ navigator: { onLine: true } });
+  const { client, ws } = makeClient({ window: win });
+  const sock = await connected(client, ws);
+  win.navigator.onLine = false;
+  sock.drop(1006);
+  await tick(60000);
+  assert.equal(FakeWebSocket.instances.length, 1); // nothing while offline
+  assert.equal(client.state, "reconnecting");
+  win.navigator.onLine = true;
+  win.fire("online");
+  await settle();
+  assert.equal(FakeWebSocket.instances.length, 2);
+});
+
+test("visibility: a tab coming back reconnects at once, or pings when connected", async () => {
+  const doc = fakeTarget({ visibilityState: "visible" });
+  const { client, ws } = makeClient({ document: doc, reconnect: { initialDelay: 20000 } });
+  const sock = await connected(client, ws);
+  doc.fire("visibilitychange");
+  assert.equal(sock.messages().filter((m) => m.type === "ping").length, 1);
+  sock.drop(1013, "Try again later");
+  assert.equal(client.state, "reconnecting");
+  doc.visibilityState = "hidden";
+  doc.fire("visibilitychange");
+  await settle();
+  assert.equal(FakeWebSocket.instances.length, 1);
+  doc.visibilityState = "visible";
+  doc.fire("visibilitychange");
+  await settle();
+  assert.equal(FakeWebSocket.instances.length, 2); // without waiting for the 10 s backoff
+});
+
+test("evicted: an ACL change removes the room and says why; resubscribed reports the recovery time", async () => {
+  const { client, ws } = makeClient();
+  const events = [];
+  client.on("evicted", (d) => events.push(d.reason));
+  client.on("resubscribed", (d) => events.push(d.ms));
+  client.subscribe("agent-7");
+  const sock = await connected(client, ws);
+  assert.deepEqual(events, []);
+  sock.deliver({ type: "subscribed", data: { room: "agent-7" } });
+  await settle();
+  sock.drop(1006);
+  await tick(500);
+  const next = ws();
+  next.open();
+  next.deliver(welcome());
+  await tick(100);
+  await tick(250);
+  next.deliver({ type: "subscribed", data: { room: "agent-7" } });
+  await settle();
+  next.deliver({ type: "unsubscribed", data: { room: "agent-7", reason: "not_in_agent_group" } });
+  await settle();
+  assert.deepEqual(events, [null, 850, "not_in_agent_group"]);
+  assert.deepEqual(client.subscriptions(), {});
+});
