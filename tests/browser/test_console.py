@@ -93,6 +93,12 @@ async def test_console_renders_live_updates_and_acknowledges_an_alert(
     indicator = await browser.eval("document.getElementById('conn').innerText")
     assert "connected" in indicator and "WebSocket" in indicator and "gateway gw-" in indicator
     await browser.wait("/\\d+ ms/.test(document.getElementById('conn-latency').textContent)")
+    # A room event above the gateway's compression threshold arrives as a `compressed`
+    # frame (the SDK asked for them: the browser has DecompressionStream) and is inflated.
+    assert await browser.eval("roomgateConsole.client.welcome.compression") == "deflate"
+    big = await backend.publish("system", "inventory_refresh", {"packages": ["pkg"] * 1500})
+    assert big is not None
+    await browser.wait(f"roomgateConsole.seen.system?.includes('{big['id']}')")
     await browser.screenshot("console-live")
     await alert_round_trip(browser, "e2e-ws-1")
     assert "by 42" in await browser.eval(

@@ -519,6 +519,7 @@ export class RoomgateClient extends Emitter<ClientEvents> {
     }
     this.checkResubscribed();
     for (const out of this.queue.splice(0)) this.sendOut(out);
+    this.flush(); // recovery does not wait for the batch timer
   }
 
   private checkResubscribed(): void {
