@@ -3,7 +3,7 @@
 # (services/gateway/src/roomgate_gateway/console/, committed) is built from the sources.
 # The end-to-end tests (tests/browser) then run under pytest with everything else.
 # Added CI time: ~25 s warm (npm ci is skipped while node_modules matches the lockfile),
-# plus ~40 s the first time (chromium from apt, npm ci); the browser tests ~3.5 min.
+# plus ~40 s the first time (chromium from apt, npm ci); tests/browser (pytest) ~65 s.
 
 JS_DIR := clients/js
 CHROMIUM ?= /usr/bin/chromium

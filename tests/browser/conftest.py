@@ -152,7 +152,7 @@ def stack_config(state_dir: Path) -> StackConfig:
     )
 
 
-def _running(state_dir: Path) -> Iterator[LocalStack]:
+def _running(state_dir: Path) -> Iterator[LocalStack]:  # one per module: ~15 s to start
     stack = LocalStack(stack_config(state_dir))
     stack.start(timeout=90)
     try:
@@ -166,12 +166,6 @@ def _running(state_dir: Path) -> Iterator[LocalStack]:
 def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The whole stack, for the tests of one module that leave it whole."""
     yield from _running(tmp_path_factory.mktemp("stack"))
-
-
-@pytest.fixture
-def own_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    """The whole stack, for one test that kills a part of it."""
-    yield from _running(tmp_path / "stack")
 
 
 def console_url(stack: LocalStack, uid: str = "42") -> str:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from roomgate_tools.stack import LocalStack
+from roomgate_tools.stack import LocalStack, haproxy_servers
 
 from tests.browser.conftest import HEARTBEAT_TIMEOUT, Backend, Browser, console_url
 
@@ -151,12 +151,21 @@ async def test_sse_fallback_when_websockets_are_blocked(
     await browser.screenshot("console-sse")
 
 
+async def revive(stack: LocalStack, gateway: str) -> None:
+    """Start a killed gateway again and wait until HAProxy sends clients to it."""
+    stack.component(gateway).process.start()
+    deadline = time.monotonic() + 30
+    while set(haproxy_servers(stack.ports.lb).values()) != {"UP"}:
+        assert time.monotonic() < deadline, f"{gateway} did not come back"
+        await asyncio.sleep(0.2)
+
+
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_sigkill_gateway_page_shows_every_message_exactly_once(
-    own_stack: LocalStack, browser: Browser, backend_for: Any, transport: str
+    shared_stack: LocalStack, browser: Browser, backend_for: Any, transport: str
 ) -> None:
     """SIGKILL the page's gateway mid-stream: it reconnects through HAProxy and its system feed holds every accepted message exactly once, in order."""
-    stack = own_stack
+    stack = shared_stack
     backend = backend_for(stack)
     await open_console(browser, stack, blockWebSocket=transport == "sse")
     assert await browser.eval("roomgateConsole.client.transport") == transport
@@ -187,6 +196,8 @@ async def test_sigkill_gateway_page_shows_every_message_exactly_once(
     finally:
         stop.set()
         await publishing
+        if not stack.component(victim).process.running:
+            await revive(stack, victim)  # for the next test on this stack
     expected = backend.ids("system")
     await browser.wait(f"(roomgateConsole.seen.system || []).length >= {len(expected)}", timeout=15)
     seen = await browser.eval("roomgateConsole.seen.system")
