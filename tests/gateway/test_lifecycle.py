@@ -5,6 +5,7 @@ and refresh."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -238,3 +239,22 @@ async def test_pongs_to_protocol_pings_keep_a_connection_alive(stack: Stack) -> 
     assert quiet.close_code is None
     await send(quiet, {"type": "ping", "timestamp": 1})  # and it still works
     assert (await recv_until(quiet, lambda m: m["type"] == "pong"))["data"]["timestamp"] == 1
+
+
+@pytest.mark.gateway_settings(heartbeat_interval=0.2, heartbeat_timeout=0.6)
+async def test_unanswered_protocol_ping_closes_4008(stack: Stack) -> None:
+    """A client that sends data but answers no WebSocket ping is closed 4008 by the ping timeout (not uvicorn's 1011)."""
+    ws = await stack.connect(ping_interval=None)
+    drop_pongs(ws)
+
+    async def keep_sending() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(40):
+                await send(ws, {"type": "ping"})
+                await asyncio.sleep(0.1)
+
+    sender = asyncio.create_task(keep_sending())
+    assert await closed_with(ws, timeout=5) == 4008
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sender
