@@ -207,3 +207,18 @@ async def test_sigkill_gateway_page_shows_every_message_exactly_once(
     print(f"\n{transport}: reconnect-and-recover after SIGKILL: {recover_ms} ms")
     (stack.state_dir / f"recover-{transport}.txt").write_text(f"{recover_ms}\n")
     await browser.screenshot(f"console-after-kill-{transport}")
+
+
+async def test_mailbox_is_delivered_once_and_acked(
+    shared_stack: LocalStack, browser: Browser, backend_for: Any
+) -> None:
+    """A message for user 42 published while no page is open waits in the mailbox, reaches the next page, is acked by the SDK, and does not come again."""
+    backend = backend_for(shared_stack)
+    sent = await backend.publish("user-42", "alert_escalated", {"alert_id": "mb-1", "level": 1})
+    assert sent is not None
+    await open_console(browser, shared_stack)
+    await browser.wait(f"roomgateConsole.seen['user-42']?.includes('{sent['id']}')")
+    await asyncio.sleep(1.5)  # the ack is on its way (batched within 100 ms)
+    await open_console(browser, shared_stack)  # a new page: a new connection
+    await asyncio.sleep(2)
+    assert sent["id"] not in (await browser.eval("roomgateConsole.seen['user-42'] || []"))

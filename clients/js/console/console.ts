@@ -201,6 +201,11 @@ function start(token: string): void {
     toast(`connection failed: ${reason}`);
     showLogin();
   });
+  // The personal rooms (user-{id}: the mailbox, kept until acked; the SDK acks each once shown).
+  client.onPersonal((msg) => {
+    (seen[msg.room] ??= []).push(msg.id);
+    toast(`${msg.type}: ${JSON.stringify(msg.data).slice(0, 80)}`);
+  });
   const rooms = new RoomSet(client, onEvent, { dashboard: () => ROOMS });
   rooms.page("dashboard");
   $("alerts").addEventListener("click", (e) => {
