@@ -5,13 +5,16 @@ and refresh."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
+from typing import Any
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
 
 from tests.gateway.conftest import Stack, recv, recv_until, running_stack, send
 
@@ -167,10 +170,17 @@ async def test_ping_pong_echoes_timestamp_and_correlation(stack: Stack) -> None:
     assert ISO.match(pong["timestamp"])
 
 
+def drop_pongs(ws: Any) -> None:
+    """Make a websockets client answer no protocol ping (it answers them on its own)."""
+    send_frame = ws.protocol.send_frame
+    ws.protocol.send_frame = lambda f: None if f.opcode is Opcode.PONG else send_frame(f)
+
+
 @pytest.mark.gateway_settings(heartbeat_interval=0.2, heartbeat_timeout=0.6)
 async def test_silent_connection_is_closed_4008(stack: Stack) -> None:
-    """A client that sends nothing for longer than the heartbeat timeout is closed 4008; a pinging one stays."""
-    silent = await stack.connect()
+    """A client that sends nothing and answers no ping for longer than the heartbeat timeout is closed 4008; a pinging one stays."""
+    silent = await stack.connect(ping_interval=None)
+    drop_pongs(silent)
     chatty = await stack.connect(stack.token("43"))
 
     async def keep_pinging() -> None:
@@ -219,3 +229,32 @@ async def test_refresh_for_another_principal_is_refused(stack: Stack) -> None:
     err = await recv(ws)
     assert err["data"]["code"] == "refresh_failed"
     assert err["data"]["reason"] == "principal_mismatch"
+
+
+@pytest.mark.gateway_settings(heartbeat_interval=0.2, heartbeat_timeout=0.6)
+async def test_pongs_to_protocol_pings_keep_a_connection_alive(stack: Stack) -> None:
+    """A client that sends no data frame but answers the gateway's WebSocket pings (a hidden browser tab) stays connected past the heartbeat timeout."""
+    quiet = await stack.connect(ping_interval=None)  # sends no ping of its own either
+    await asyncio.sleep(0.6 * 4)
+    assert quiet.close_code is None
+    await send(quiet, {"type": "ping", "timestamp": 1})  # and it still works
+    assert (await recv_until(quiet, lambda m: m["type"] == "pong"))["data"]["timestamp"] == 1
+
+
+@pytest.mark.gateway_settings(heartbeat_interval=0.2, heartbeat_timeout=0.6)
+async def test_unanswered_protocol_ping_closes_4008(stack: Stack) -> None:
+    """A client that sends data but answers no WebSocket ping is closed 4008 by the ping timeout (not uvicorn's 1011)."""
+    ws = await stack.connect(ping_interval=None)
+    drop_pongs(ws)
+
+    async def keep_sending() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(40):
+                await send(ws, {"type": "ping"})
+                await asyncio.sleep(0.1)
+
+    sender = asyncio.create_task(keep_sending())
+    assert await closed_with(ws, timeout=5) == 4008
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sender

@@ -164,13 +164,16 @@ def test_ingress_affinity_and_websocket_timeouts(helm: str) -> None:
     assert a["nginx.ingress.kubernetes.io/session-cookie-max-age"]
     assert a["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
     assert a["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
-    # Only the WebSocket path is public: /metrics and the publish API stay in the cluster.
+    # The protocol, its SSE fallback and the console are public: /metrics and the publish
+    # API stay in the cluster.
+    public = ["/ws", "/sse", "/console"]
     paths = [p["path"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
-    assert paths == ["/ws"]
+    assert paths == public
     route_docs = objects(render(helm, MATRIX["gateway-api"]))
     assert not by_kind(route_docs, "Ingress")
     rule = by_kind(route_docs, "HTTPRoute")["rg-roomgate-gateway"]["spec"]["rules"][0]
     assert rule["sessionPersistence"]["type"] == "Cookie"
+    assert [m["path"]["value"] for m in rule["matches"]] == public
 
 
 def test_redis_choices(helm: str) -> None:

@@ -113,6 +113,8 @@ class Connection:
         self._send = send
         # The connection's WebSocket protocol when it takes frames directly (wsprotocol)
         self._direct = direct
+        if direct is not None:  # its pongs to the gateway's pings refresh last_seen
+            direct.liveness = self
         self._receive = receive
         self.ip = ip
         self.compress = compress

@@ -10,6 +10,11 @@ path for fan-out frames.
   and waits on ``writable``, as ASGI ``send`` would. Only complete, uncompressed text
   frames go this way (permessage-deflate is off in the gateway), so the websockets state
   machine, which only sees control frames and the close handshake, stays exact.
+- **Pongs are liveness.** A pong to the gateway's own ping refreshes the connection's
+  ``last_seen`` (``liveness``), as a data frame does: a browser answers pings even when it
+  throttles a hidden tab's timers (and with them its ``ping`` messages) to one a minute. A
+  peer that answers no ping in time is closed 4008 ``Heartbeat timeout``, as the sweeper
+  closes one that sends nothing.
 - **Smaller connections.** uvicorn keeps an ``asyncio.Queue`` (three deques and an Event),
   an ``asyncio.Event`` and the handshake's request and response objects for the life of
   every connection; here the inbox is a list with one waiter, ``writable`` a flag with one
@@ -23,9 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from roomgate_gateway.codes import CloseCode
 
 DIRECT_EXTENSION = "roomgate.direct"
 
@@ -129,6 +137,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         "handshake_initiated",
         "initial_response",
         "last_ping_rtt",
+        "liveness",
         "logger",
         "loop",
         "pending_ping_payload",
@@ -154,6 +163,8 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
+        # What has a ``last_seen`` to refresh on a pong (the connection, set by it)
+        self.liveness: Any = None
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -171,6 +182,25 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             self.request.path = ""  # it holds the query string, maybe a token
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
+
+    def handle_pong(self, event: Any) -> None:
+        answered = (
+            self.pending_ping_payload is not None and bytes(event.data) == self.pending_ping_payload
+        )
+        super().handle_pong(event)
+        if answered and self.liveness is not None:
+            self.liveness.last_seen = time.monotonic()
+
+    def keepalive_timeout(self) -> None:
+        # uvicorn's, with the close code of the heartbeat timeout instead of 1011.
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.conn.fail(CloseCode.HEARTBEAT_TIMEOUT, "Heartbeat timeout")
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
 
     def writable_now(self) -> bool:
         """May a frame be written straight away (open, not closing, transport not full)?"""

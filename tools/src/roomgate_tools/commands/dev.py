@@ -2,7 +2,9 @@
 
 Starts redis-server (AOF, data in .dev/redis), auth, roomauthz, escalation (when installed),
 two gateways (gw-1, gw-2) and HAProxy in front of them with cookie stickiness, waits until
-every part is ready, prints where to connect, then streams the logs (also in .dev/logs/).
+every part is ready, prints where to connect (the operations console at /console among it,
+with a dev login in the URL fragment), feeds it synthetic traffic (``roomgate demo``; not with
+``--no-demo``), then streams the logs (also in .dev/logs/).
 Ctrl-C or SIGTERM stops everything in reverse order (the gateways drain) and exits 0; a
 process dying on its own stops the rest and exits 1.
 
@@ -70,6 +72,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--no-escalation", action="store_true", help="do not run the escalation service"
+    )
+    parser.add_argument(
+        "--no-demo", action="store_true", help="do not feed the console synthetic traffic"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="do not stream the logs")
     parser.add_argument("--log-level", default="INFO", help="services' log level (INFO)")
@@ -172,6 +177,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
     print(f"roomgate dev: ready in {time.monotonic() - started:.1f}s\n", flush=True)
     print(banner(stack), flush=True)
+    demo = None if args.no_demo else _start_demo(stack, signals.requested)
 
     tail = _LogTail(stack) if not args.quiet else None
     status = 0
@@ -192,6 +198,9 @@ def _serve(args: argparse.Namespace) -> int:
             break
     if tail is not None:
         tail.poll()
+    signals.requested.set()  # stops the demo feed
+    if demo is not None:
+        demo.join(timeout=5)
     codes = stack.stop()
     if tail is not None:
         tail.poll()
@@ -202,6 +211,34 @@ def _serve(args: argparse.Namespace) -> int:
         print("roomgate dev: stopped", file=sys.stderr)
     lock.close()
     return status
+
+
+def _start_demo(stack: LocalStack, stop: threading.Event) -> threading.Thread:
+    """``roomgate demo`` in a thread, into the load balancer, until ``stop`` is set."""
+    from roomgate_tools.commands.demo import service_token
+    from roomgate_tools.demo import run_feed
+
+    def feed() -> None:
+        asyncio.run(
+            run_feed(
+                stack.lb_http,
+                service_token(stack.secrets),
+                stop=stop.is_set,
+                say=lambda m: print(m, file=sys.stderr, flush=True),
+            )
+        )
+
+    thread = threading.Thread(target=feed, name="demo-feed", daemon=True)
+    thread.start()
+    return thread
+
+
+def console_url(stack: LocalStack) -> str:
+    """The console with a dev login: the token is in the fragment, which a browser never
+    sends to a server (so no access log has it)."""
+    from roomgate_tools.commands.demo import console_token
+
+    return f"{stack.lb_http}/console/#token={console_token(stack.secrets)}"
 
 
 def _show(path: Path) -> str:
@@ -228,6 +265,8 @@ def banner(stack: LocalStack) -> str:
     rg = _roomgate_command()
     python = _show(Path(sys.executable))
     lines = [
+        "  Operations console (dev login for user 42 in the URL fragment, valid 12 h):",
+        f"      {console_url(stack)}",
         f"  WebSocket (HAProxy, sticky cookie {AFFINITY_COOKIE}):",
         f"      {stack.ws_url()}?token=<jwt>",
         f"  publish API:   POST {stack.lb_http}/api/v1/publish  (service token, perm publish)",
