@@ -27,6 +27,10 @@ images-deps:
 images: setup images-deps ## build the five service images (and the base, when it cannot be pulled); prints sizes and times
 	$(BIN)/python -m roomgate_tools.images build
 
+.PHONY: images-env
+images-env: ## the build arguments of `make images` as ROOMGATE_* exports (skaffold.yaml reads them)
+	@$(BIN)/python -m roomgate_tools.images env
+
 .PHONY: image-refs
 image-refs: ## the image references the chart renders (what `make images` tags)
 	@$(BIN)/python -m roomgate_tools.images refs

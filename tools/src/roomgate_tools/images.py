@@ -4,6 +4,8 @@ Redis and HAProxy from, with a real engine (``roomgate_tools.engine``).
     python -m roomgate_tools.images build      # everything; prints sizes and build times
     python -m roomgate_tools.images base       # prints the Python base image in use
     python -m roomgate_tools.images refs       # prints the references the chart renders
+    python -m roomgate_tools.images env        # the build arguments as ROOMGATE_* exports
+                                               # (skaffold.yaml reads them: `make -s images-env`)
 
 Tags are what the chart renders by default: ``<image.registry>/<svc.image.repository>:<tag>``
 from charts/roomgate/values.yaml, the tag being the chart's appVersion (``image.tag`` empty),
@@ -29,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -291,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("services", nargs="*", metavar="SERVICE", help="default: all five")
     sub.add_parser("base", help="print the Python base image (built when needed)")
     sub.add_parser("refs", help="print the image references the chart renders")
+    sub.add_parser("env", help="print the build arguments as ROOMGATE_* exports (skaffold)")
     args = parser.parse_args(argv)
     if args.command == "refs":
         print("\n".join(chart_images().refs.values()))
@@ -302,9 +306,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with engine() as eng:
             if eng.own:
-                print(f"started dockerd ({eng.env['DOCKER_HOST']}) in {eng.started_in:.1f} s")
-            if args.command == "base":
-                print(resolve_base(eng, say=lambda m: print(m, file=sys.stderr)))
+                print(
+                    f"started dockerd ({eng.env['DOCKER_HOST']}) in {eng.started_in:.1f} s",
+                    file=sys.stderr if args.command == "env" else sys.stdout,
+                )
+            if args.command in ("base", "env"):
+                base = resolve_base(eng, say=lambda m: print(m, file=sys.stderr))
+                if args.command == "base":
+                    print(base)
+                    return 0
+                for key, value in {"PYTHON_IMAGE": base, **oci_args(chart_images().tag)}.items():
+                    print(f"export ROOMGATE_{key}={shlex.quote(value)}")
                 return 0
             built = build_all(eng, tuple(args.services) or SERVICES)
     except (EngineError, ImageError) as exc:
