@@ -11,11 +11,13 @@
 TEST_DEPS += images
 
 # Only what is missing: a host with Docker CE keeps its engine (docker.io would conflict).
+# docker-compose (v1, Debian's) runs compose.yaml in tests/images when no compose plugin is.
 .PHONY: images-deps
 images-deps:
 	@missing=""; \
 	command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  command -v apt-get >/dev/null || { echo "images: install$$missing (no apt-get here)"; exit 1; }; \
 	  echo "installing:$$missing"; \
