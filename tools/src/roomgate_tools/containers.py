@@ -87,6 +87,7 @@ class ContainerProcess(ManagedProcess):
         ulimits: Sequence[str] = (),
         stop_timeout: int = 30,
         stop_signal: signal.Signals = signal.SIGTERM,
+        init: bool = False,
     ) -> None:
         self.runtime = runtime
         self.name = name
@@ -101,6 +102,9 @@ class ContainerProcess(ManagedProcess):
         # What SIGTERM becomes: HAProxy as PID 1 ignores SIGTERM and soft-stops on SIGUSR1
         # (the STOPSIGNAL of the upstream haproxy image).
         self.stop_signal = stop_signal
+        # docker-init (tini) as PID 1 for a program that does not handle SIGTERM as PID 1:
+        # the SIGTERM the CLI forwards when the runner dies still ends it.
+        self.init = init
         self.container = ""
         # Values reach the container by name only (``-e KEY``): no secret in any argv.
         super().__init__([], log_path=log_path, env={**runtime.engine.env}, detached=True)
@@ -119,6 +123,8 @@ class ContainerProcess(ManagedProcess):
             "--stop-timeout", str(self.stop_timeout),
             "--stop-signal", self.stop_signal.name,
         ]  # fmt: skip
+        if self.init:
+            argv.append("--init")
         for spec in self.tmpfs:
             argv += ["--tmpfs", spec]
         for mount in self.mounts:

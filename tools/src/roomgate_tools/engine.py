@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -147,11 +148,19 @@ class DockerEngine:
         data_root.mkdir(parents=True, exist_ok=True)
         lock = (data_root.parent / f"{data_root.name}.lock").open("w")
         deadline = time.monotonic() + wait_lock
+        waited = False
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not waited:
+                    waited = True
+                    print(
+                        f"engine: {data_root} is in use by another dockerd of ours; waiting",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if time.monotonic() > deadline:
                     lock.close()
                     raise EngineError(f"{data_root} stayed in use by another dockerd") from None

@@ -486,6 +486,7 @@ class LocalStack:
             args=["haproxy", "-db", "-f", "/etc/roomgate/haproxy.cfg"],
             user=REDIS_USER,
             stop_signal=signal.SIGUSR1,
+            init=True,
             mounts=[Mount(cfg_path, "/etc/roomgate/haproxy.cfg")],
         )
 
