@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,11 +94,23 @@ def test_every_part_is_a_container_of_the_built_images(
         assert read_only == "true" and user in ("10001:10001", "999:999") and "ALL" in caps
 
 
-def test_dev_containers_check_exits_zero(tmp_path: Path) -> None:
+def _stack_containers(runtime: ContainerRuntime) -> set[str]:
+    listed = runtime.engine.docker("ps", "-aq", "--filter", "label=io.roomgate.stack")
+    return set(listed.stdout.split())
+
+
+def test_dev_containers_check_exits_zero(
+    tmp_path: Path, container_runtime: ContainerRuntime
+) -> None:
     """`roomgate dev --containers --check`: its own container stack on free ports, one
     client through HAProxy, events from Redis and the HTTP API, every container gone after."""
+    before = _stack_containers(container_runtime)
     roomgate = Path(sys.executable).parent / "roomgate"
-    env = {**os.environ, "ROOMGATE_DEV_DIR": str(tmp_path / "dev")}
+    env = {
+        **os.environ,
+        **container_runtime.engine.env,  # this session's daemon (DOCKER_HOST)
+        "ROOMGATE_DEV_DIR": str(tmp_path / "dev"),
+    }
     result = subprocess.run(
         [str(roomgate), "dev", "--containers", "--check"],
         env=env,
@@ -108,3 +121,49 @@ def test_dev_containers_check_exits_zero(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1].startswith("OK "), result.stdout
+    assert _stack_containers(container_runtime) == before
+
+
+def test_killed_runner_leaves_no_container(
+    tmp_path: Path, container_runtime: ContainerRuntime
+) -> None:
+    """SIGKILL of `roomgate dev --containers` itself: the kernel's SIGTERM reaches each
+    attached `docker run`, which forwards it; every container stops and is removed (HAProxy
+    too: it runs under docker-init, since as PID 1 it would ignore SIGTERM)."""
+    before = _stack_containers(container_runtime)
+    roomgate = Path(sys.executable).parent / "roomgate"
+    env = {
+        **os.environ,
+        **container_runtime.engine.env,
+        "ROOMGATE_DEV_DIR": str(tmp_path / "dev"),
+    }
+    runner = subprocess.Popen(
+        [str(roomgate), "dev", "--containers", "--free-ports", "--no-escalation", "-q"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert runner.stdout is not None
+        output = []
+        for line in runner.stdout:
+            output.append(line)
+            if "ready in" in line:
+                break
+        else:
+            pytest.fail("the runner exited before ready:\n" + "".join(output))
+        started = _stack_containers(container_runtime) - before
+        assert len(started) == 6  # redis, auth, roomauthz, gw-1, gw-2, haproxy
+        runner.kill()
+        runner.wait(10)
+        deadline = time.monotonic() + 60
+        while _stack_containers(container_runtime) & started:
+            assert time.monotonic() < deadline, "containers outlived their runner"
+            time.sleep(0.5)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(10)
+        if runner.stdout is not None:
+            runner.stdout.close()
