@@ -108,6 +108,7 @@ class ContainerProcess(ManagedProcess):
         self.container = ""
         # Values reach the container by name only (``-e KEY``): no secret in any argv.
         super().__init__([], log_path=log_path, env={**runtime.engine.env}, detached=True)
+        self._engine_env = dict(self.env)
         self.env.update(self.container_env)
 
     def run_argv(self) -> list[str]:
@@ -131,9 +132,16 @@ class ContainerProcess(ManagedProcess):
             argv += ["--mount", mount.arg()]
         for limit in self.ulimits:
             argv += ["--ulimit", limit]
-        for key in sorted(self.container_env):
+        for key in self.passed_env():
             argv += ["--env", key]
         return [*argv, self.image, *self.args]
+
+    def passed_env(self) -> list[str]:
+        """The names handed to the container: its own variables, and whatever was set in
+        ``env`` since (the stack adds the gateways' extras there, or drops one)."""
+        own = {key for key in self.container_env if key in self.env}
+        changed = {k for k, v in self.env.items() if self._engine_env.get(k) != v}
+        return sorted(own | changed)
 
     def start(self) -> None:
         # A new name per start: the last one's --rm may still be under way.
