@@ -76,6 +76,17 @@ def find_cli() -> tuple[str, dict[str, str]]:
     )
 
 
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points below ``path`` (deepest first), from /proc/self/mountinfo."""
+    prefix = str(path).rstrip("/") + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[4] for line in lines if len(line.split()) > 4]
+    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
+
+
 @dataclass
 class DockerEngine:
     """A reachable daemon and the CLI to drive it. ``own`` when we started it."""
@@ -220,6 +231,11 @@ class DockerEngine:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait(10)
+        if self.daemon is not None and self.daemon.returncode == 0 and self.run_dir:
+            # dockerd leaves its exec root's netns/default mounted: unmount, then remove.
+            for mount in _mounts_under(self.run_dir):
+                subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         if self.lock is not None:
             self.lock.close()
 
