@@ -36,3 +36,7 @@ images-env: ## the build arguments of `make images` as ROOMGATE_* exports (skaff
 .PHONY: image-refs
 image-refs: ## the image references the chart renders (what `make images` tags)
 	@$(BIN)/python -m roomgate_tools.images refs
+
+.PHONY: dev-containers
+dev-containers: images ## `make dev` with every part in a container of these images (Ctrl-C stops everything)
+	$(BIN)/roomgate dev --containers
