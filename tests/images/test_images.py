@@ -110,7 +110,7 @@ class Container:
         args = ["run", "-d", "--name", self.name, "--network", "host", *flags]
         for key in sorted(env):
             args += ["--env", key]
-        self.engine.docker(*args, image, input_env=env)
+        self.engine.docker(*args, image, extra_env=env)
 
     def running(self) -> bool:
         return self.state()["Running"] is True

@@ -107,10 +107,10 @@ class DockerEngine:
         *args: str,
         timeout: float = 120,
         check: bool = True,
-        input_env: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``docker args...`` against this engine; ``EngineError`` on a non-zero exit."""
-        env = {**self.env, **(input_env or {})}
+        env = {**self.env, **(extra_env or {})}
         proc = _run([self.cli, *args], env, timeout)
         if check and proc.returncode != 0:
             raise EngineError(
