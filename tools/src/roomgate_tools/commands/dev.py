@@ -15,12 +15,17 @@ N..N+9; ``--free-ports`` lets the kernel pick.
 ``roomgate dev --check`` starts a throw-away stack on free ports (state under .dev/check-*),
 connects one WebSocket client through HAProxy with a dev token, publishes into its room
 through Redis and the HTTP API, prints OK and stops: the smoke test of a checkout.
+
+``--containers`` runs every part as a container instead (the images of ``make images``, each
+with the chart's security context, on the host's network; Redis and HAProxy from the infra
+image): a running Docker daemon is used, else a dockerd of its own is started and stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -32,12 +37,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from roomgate_tools import devenv
+from roomgate_tools.containers import ContainerRuntime
+from roomgate_tools.engine import DockerEngine, EngineError
 from roomgate_tools.stack import (
     AFFINITY_COOKIE,
     STATS_PATH,
@@ -76,6 +83,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--no-demo", action="store_true", help="do not feed the console synthetic traffic"
     )
+    parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="run every part as a container of the images `make images` built",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="do not stream the logs")
     parser.add_argument("--log-level", default="INFO", help="services' log level (INFO)")
     parser.add_argument(
@@ -97,12 +109,39 @@ def _ports(args: argparse.Namespace) -> StackPorts:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.check:
-            return _check(args)
-        return _serve(args)
+        with _runtime(args.containers) as runtime:
+            args.runtime = runtime
+            if args.check:
+                return _check(args)
+            return _serve(args)
     except StackError as exc:
         print(f"roomgate dev: {exc}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _runtime(containers: bool) -> Iterator[ContainerRuntime | None]:
+    """With ``--containers``: an engine (ours stopped at the end) and the built images."""
+    if not containers:
+        yield None
+        return
+    from roomgate_tools.images import INFRA_REF, chart_images
+
+    try:
+        engine = DockerEngine.ensure()
+    except EngineError as exc:
+        raise StackError(str(exc)) from None
+    if engine.own:
+        print(f"roomgate dev: started dockerd ({engine.env['DOCKER_HOST']})", flush=True)
+    runtime = ContainerRuntime(engine, chart_images().refs, INFRA_REF)
+    try:
+        missing = runtime.missing()
+        if missing:
+            raise StackError(f"images missing: {', '.join(missing)}; run `make images`")
+        yield runtime
+    finally:
+        runtime.remove_all()
+        engine.stop()
 
 
 # ------------------------------------------------------------------------------- serve
@@ -156,6 +195,7 @@ def _stack(args: argparse.Namespace, state_dir: Path, *, drain_seconds: float) -
             escalation=False if args.no_escalation else None,
             log_level=args.log_level,
             drain_seconds=drain_seconds,
+            containers=getattr(args, "runtime", None),
         )
     )
 
