@@ -23,9 +23,12 @@ from roomgate_common.errors import BusUnavailable
 from roomgate_common.publisher import Published, Publisher, split_bus_message
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, translate_errors
 from roomgate_common.telemetry import detached_span, extract_trace, inject_trace
+from roomgate_roomauthz.events import parse_acl_event
 
+from roomgate_gateway import aclchanges
 from roomgate_gateway import protocol as p
 from roomgate_gateway.clients import (
+    KIND_NAMES,
     AlertCommandRefused,
     AuthClient,
     AuthRejected,
@@ -71,6 +74,9 @@ local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+
+
+_KIND_CODES = {name: code for code, name in KIND_NAMES.items()}
 
 
 class Gateway:
@@ -732,33 +738,38 @@ class Gateway:
                 asyncio.get_running_loop().create_task(self.drain(partial=fraction))
 
     async def _acl_changed(self, data: bytes) -> None:
-        """Re-check the affected subscriptions; evict those no longer allowed."""
+        """Re-check the subscriptions the change may affect (``aclchanges``: roomauthz's
+        ``may_affect``, for every relation); evict those no longer allowed. An event that
+        cannot be read re-checks every subscription."""
         self._authz_cache.clear()
         try:
-            event = msgspec.json.decode(data)
-            changes = event.get("changes", [])
-        except (msgspec.MsgspecError, AttributeError):
-            changes = []
-        affected: set[Connection] = set()
-        for change in changes if isinstance(changes, list) else []:
-            relation = change.get("relation")
-            subject = str(change.get("subject_id", ""))
-            if relation == "agent_group":
-                affected |= self.rooms.get(f"agent-{subject}", set())
-            else:
-                for (_kind, uid), conns in self.by_user.items():
-                    if uid == subject:
-                        affected.update(conns)
+            changes = parse_acl_event(data).changes
+        except ValueError:
+            changes = ()
         if not changes:
-            affected = set(self.connections)
-        for conn in affected:
-            await self._recheck(conn)
+            for conn in list(self.connections):
+                await self.recheck(conn)
+            return
+        candidates: set[Connection] = set()
+        for change in changes:
+            for room in aclchanges.candidate_rooms(change):
+                candidates |= self.rooms.get(room, set())
+            kind, pid = aclchanges.candidate_principal(change)
+            candidates.update(self.by_user.get((_KIND_CODES[kind], pid), ()))
+        for conn in candidates:
+            if conn.principal is None:
+                continue
+            rooms = aclchanges.rooms_to_recheck(changes, conn.kind, conn.user_id, conn.rooms)
+            if rooms:
+                await self.recheck(conn, rooms)
 
-    async def _recheck(self, conn: Connection) -> None:
+    async def recheck(self, conn: Connection, rooms: list[str] | None = None) -> None:
+        """Ask roomauthz again about ``rooms`` (default: every room but the personal ones)
+        and evict the connection from those no longer allowed, with the reason."""
         if conn.principal is None or conn.sm.state is not State.OPEN:
             return
         personal = {f"user-{conn.user_id}", f"session-{conn.principal.session_id}"}
-        rooms = [r for r in conn.rooms if r not in personal]
+        rooms = [r for r in (conn.rooms if rooms is None else rooms) if r not in personal]
         if not rooms:
             return
         try:
