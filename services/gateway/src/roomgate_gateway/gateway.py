@@ -132,6 +132,7 @@ class Gateway:
             timeout=s.auth_timeout,
             breaker_failures=s.auth_breaker_failures,
             breaker_recovery=s.auth_breaker_recovery,
+            max_token_bytes=s.max_token_bytes,
         )
         self.authz = RoomAuthzClient(
             s.roomauthz_addr,

@@ -51,6 +51,8 @@ class GatewaySettings(ServiceSettings):
     # calls at a time.
     authz_batch_max: int = Field(default=500, ge=1)
     authz_calls_in_flight: int = Field(default=4, ge=1)
+    # Longer tokens are refused before any call to auth (keep it <= auth's MAX_TOKEN_BYTES).
+    max_token_bytes: int = Field(default=8192, ge=512)
     auth_breaker_failures: int = Field(default=5, ge=1)
     auth_breaker_recovery: float = Field(default=10.0, gt=0)
     # Publishing API: the permission a service principal needs to publish.
