@@ -40,6 +40,7 @@ from roomgate_gateway.clients import (
 )
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
+from roomgate_gateway.counts import ConnectionCounts
 from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.outbound import Outgoing
@@ -52,22 +53,6 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 # Client events that are commands to the escalation service when it is configured.
 ALERT_COMMANDS = frozenset({"alert_acknowledged", "alert_resolved"})
-
-# Count one connection in a cluster-wide hash (field per gateway) unless the total is at
-# the limit. One key per script: it works in a Redis Cluster (IP and user hashes live on
-# different shards).
-COUNT_SCRIPT = """
-local sum = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
-if sum >= tonumber(ARGV[2]) then return 1 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-return 0
-"""
-
-UNCOUNT_SCRIPT = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-"""
 
 RATE_SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
@@ -124,8 +109,7 @@ class Gateway:
         )
         self._file_script = self.redis.register_script(mailbox.FILE_SCRIPT)
         self._unfile_script = self.redis.register_script(mailbox.REMOVE_SCRIPT)
-        self._count_script = self.redis.register_script(COUNT_SCRIPT)
-        self._uncount_script = self.redis.register_script(UNCOUNT_SCRIPT)
+        self.counts = ConnectionCounts(self.redis, s.gateway_id)
         self._rate_script = self.redis.register_script(RATE_SCRIPT)
         self.auth = AuthClient(
             s.auth_addr,
@@ -208,23 +192,20 @@ class Gateway:
     async def register(self, conn: Connection) -> str | None:
         """Count the connection cluster-wide; returns the refusal outcome or None."""
         assert conn.principal is not None
-        gid = self.settings.gateway_id
-        ip_key, user_key = self._count_keys(conn)
+        limited = list(
+            zip(
+                self._count_keys(conn),
+                (self.limits.max_connections_per_ip, self.limits.max_connections_per_user),
+                strict=True,
+            )
+        )
         try:
             async with translate_errors("connect"):
-                if await self._count_script(
-                    keys=[ip_key], args=[gid, self.limits.max_connections_per_ip]
-                ):
-                    return "limit_ip"
-                if await self._count_script(
-                    keys=[user_key], args=[gid, self.limits.max_connections_per_user]
-                ):
-                    await self._uncount_script(keys=[ip_key], args=[gid])
-                    return "limit_user"
-                # Remembered so that the others can forget these counts if this gateway dies.
-                await self.redis.sadd(keys.gateway_count_keys(gid), ip_key, user_key)
+                refused = await self.counts.count(limited)
         except BusUnavailable:
             return "redis_unavailable"
+        if refused is not None:
+            return ("limit_ip", "limit_user")[refused]
         self.connections.add(conn)
         self.by_user.setdefault((conn.principal.kind, conn.principal.id), []).append(conn)
         self.metrics.connections.set(len(self.connections))
@@ -246,8 +227,7 @@ class Gateway:
             await self._leave(conn, room)
         self.metrics.connections.set(len(self.connections))
         with contextlib.suppress(*CONNECTION_ERRORS):
-            for key in self._count_keys(conn):
-                await self._uncount_script(keys=[key], args=[self.settings.gateway_id])
+            await self.counts.uncount(self._count_keys(conn))
         if conn.kind == "agent":
             with contextlib.suppress(BusUnavailable):
                 await self._agent_event(conn, "agent_disconnected")
