@@ -662,6 +662,9 @@ class Connection:
             {"expires_at": principal.expires_at},
             correlation_id=_correlation(msg),
         )
+        # The new token may allow less: its subscriptions are decided again, as after an
+        # ACL change (`unsubscribed` with roomauthz's reason for each one it loses).
+        await self.gw.recheck(self)
 
 
 def _batch_frame(items: list[Outgoing]) -> str:
