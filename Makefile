@@ -65,6 +65,7 @@ types: ## mypy on the pure cores
 MYPY_TARGETS := \
 	services/common/src/roomgate_common/envelope.py \
 	services/common/src/roomgate_common/keys.py \
+	services/common/src/roomgate_common/revocation.py \
 	services/common/src/roomgate_common/history.py \
 	services/common/src/roomgate_common/mailbox.py \
 	services/auth/src/roomgate_auth/tokens.py \

@@ -21,6 +21,11 @@ def revoked_before(kind: str, principal_id: str) -> str:
     return f"{PREFIX}:auth:revoked:principal:{kind}:{principal_id}"
 
 
+REVOCATIONS_CHANNEL = f"{PREFIX}:events:revoked"
+"""Pub/sub channel: one JSON message per revocation (``roomgate_common.revocation``), sent by
+auth after the revocation is stored; every gateway closes the live sessions it names."""
+
+
 def api_key(digest: str) -> str:
     """Hash describing the agent an API key (by its SHA-256 hex digest) stands for."""
     return f"{PREFIX}:auth:apikey:{digest}"

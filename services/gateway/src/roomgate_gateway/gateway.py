@@ -44,6 +44,7 @@ from roomgate_gateway.counts import ConnectionCounts
 from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.outbound import Outgoing
+from roomgate_gateway.revocation import close_revoked
 from roomgate_gateway.settings import GatewaySettings
 from roomgate_gateway.state import State
 
@@ -138,6 +139,7 @@ class Gateway:
             control_channels=[
                 keys.ACL_CHANGED_CHANNEL,
                 keys.POLICY_CHANGED_CHANNEL,
+                keys.REVOCATIONS_CHANNEL,
                 keys.gateway_control_channel(s.gateway_id),
             ],
             metrics=self.metrics,
@@ -709,6 +711,8 @@ class Gateway:
             asyncio.get_running_loop().create_task(self._acl_changed(data))
         elif channel == keys.POLICY_CHANGED_CHANNEL:
             asyncio.get_running_loop().create_task(self.load_policy())
+        elif channel == keys.REVOCATIONS_CHANNEL:
+            close_revoked(self, data)
         elif channel == keys.gateway_control_channel(self.settings.gateway_id):
             try:
                 command = msgspec.json.decode(data)
