@@ -225,12 +225,14 @@ class Connection:
             self.gw.settings.ack_timeout, self._ack_timeout, ack_id
         )
 
-    def ack_received(self, ack_id: str) -> None:
+    def ack_received(self, ack_id: str) -> bool:
+        """Stop resending ``ack_id``; False when this connection was not waiting for it."""
         entry = self._pending.pop(ack_id, None) if self._pending else None
         if entry is not None:
             entry[2].cancel()
         if not self._pending:
             self._pending = None
+        return entry is not None
 
     def _enqueue(self, item: Outgoing) -> None:
         if self._queue is None:
@@ -461,7 +463,7 @@ class Connection:
             return False
         self.principal = principal
         refused = await gw.register(self)
-        if refused == "redis_unavailable":  # the limits cannot be checked: try later
+        if refused in ("redis_unavailable", "redis_busy"):  # limits unchecked: try later
             gw.metrics.connects.labels(refused).inc()
             await self.close(CloseCode.TRY_AGAIN_LATER)
             return False

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from roomgate_common import keys, mailbox
 from roomgate_common.envelope import Envelope, encode, make_envelope
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.publisher import Published, Publisher, split_bus_message
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, translate_errors
 from roomgate_common.telemetry import detached_span, extract_trace, inject_trace
@@ -42,6 +42,7 @@ from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.counts import ConnectionCounts
 from roomgate_gateway.limits import Limits, apply_policy
+from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.outbound import Outgoing
 from roomgate_gateway.revocation import close_revoked
@@ -61,6 +62,9 @@ if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
+
+# What a Redis call of the gateway can fail with: Redis down, or this process's pool busy.
+BUS_ERRORS = (BusUnavailable, BusBusy)
 
 _KIND_CODES = {name: code for code, name in KIND_NAMES.items()}
 
@@ -97,7 +101,12 @@ class Gateway:
     # ------------------------------------------------------------------ lifespan
     async def start(self) -> None:
         s = self.settings
-        self.redis = connect(s.redis_url, name="roomgate-gateway")
+        self.redis = connect(
+            s.redis_url,
+            name="roomgate-gateway",
+            max_connections=s.redis_pool_size,
+            pool_timeout=s.redis_pool_timeout,
+        )
         self.history = s.history_policy
         self.publisher = Publisher(
             self.redis,
@@ -108,8 +117,14 @@ class Gateway:
             mailbox_ttl=s.mailbox_ttl,
             durable_rooms=s.durable_rooms,
         )
-        self._file_script = self.redis.register_script(mailbox.FILE_SCRIPT)
-        self._unfile_script = self.redis.register_script(mailbox.REMOVE_SCRIPT)
+        self.mailbox_writes = MailboxWrites(
+            self.redis,
+            self.metrics,
+            cap=s.mailbox_cap,
+            ttl_seconds=s.mailbox_ttl,
+            batch_max=s.mailbox_batch_max,
+            backlog_max=s.mailbox_backlog_max,
+        )
         self.counts = ConnectionCounts(self.redis, s.gateway_id)
         self._rate_script = self.redis.register_script(RATE_SCRIPT)
         self.auth = AuthClient(
@@ -160,7 +175,9 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=2.0)
-        with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.mailbox_writes.flush(), 2.0)
+        with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
             await self.redis.delete(keys.gateway_presence(self.settings.gateway_id))
             await self.redis.zrem(keys.GATEWAYS, self.settings.gateway_id)
         await self.bus.stop()
@@ -206,6 +223,8 @@ class Gateway:
                 refused = await self.counts.count(limited)
         except BusUnavailable:
             return "redis_unavailable"
+        except BusBusy:  # this gateway is overloaded, Redis is fine
+            return "redis_busy"
         if refused is not None:
             return ("limit_ip", "limit_user")[refused]
         self.connections.add(conn)
@@ -231,7 +250,7 @@ class Gateway:
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.counts.uncount(self._count_keys(conn))
         if conn.kind == "agent":
-            with contextlib.suppress(BusUnavailable):
+            with contextlib.suppress(*BUS_ERRORS):
                 await self._agent_event(conn, "agent_disconnected")
 
     def _count_keys(self, conn: Connection) -> list[str]:
@@ -242,7 +261,7 @@ class Gateway:
     async def _agent_event(self, conn: Connection, type_: str) -> None:
         data = {"agent_id": _int_or_str(conn.user_id), "gateway": self.settings.gateway_id}
         for room in ("agents", f"agent-{conn.user_id}"):
-            with contextlib.suppress(BusUnavailable):
+            with contextlib.suppress(*BUS_ERRORS):
                 await self.publisher.publish(room, type_, data, sender=conn.sender, priority="high")
 
     # ------------------------------------------------------------------ rooms
@@ -277,7 +296,7 @@ class Gateway:
                 evicted = int(await self.redis.hget(msgs, mailbox.EVICTED_FIELD) or 0)
                 if evicted:
                     await self.redis.hdel(msgs, mailbox.EVICTED_FIELD)
-        except BusUnavailable:
+        except BUS_ERRORS:
             payloads, ids = [], []
         for envelope_id, raw in zip(ids, payloads, strict=True):
             out = self._from_bus(None, raw) if raw is not None else None
@@ -309,9 +328,8 @@ class Gateway:
                 conn.deliver(out)
         if mine:
             conn.skip_replayed(user_room, mine[-1].epoch, last)
-        if gone:  # expired or unreadable: nothing to wait for
-            with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
-                await self._unfile_script(keys=keys.mailbox_keys(conn.principal.id), args=gone)
+        for envelope_id in gone:  # expired or unreadable: nothing to wait for
+            self.mailbox_writes.remove(conn.principal.id, envelope_id)
 
     def keep_until_acked(self, conn: Connection, out: Outgoing) -> None:
         """A requiresAck message of a shared room, delivered to a user: file it in the user's
@@ -321,24 +339,7 @@ class Gateway:
         assert conn.principal is not None
         assert out.ack_id is not None
         payload = f"{out.offset} {out.epoch} {out.frame}"
-        asyncio.get_running_loop().create_task(
-            self._file(conn.principal.id, out.ack_id, payload, out.priority)
-        )
-
-    async def _file(self, user_id: str, envelope_id: str, payload: str, priority: str) -> None:
-        with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
-            evicted = await self._file_script(
-                keys=keys.mailbox_keys(user_id),
-                args=[
-                    envelope_id,
-                    payload,
-                    priority,
-                    self.settings.mailbox_cap,
-                    self.settings.mailbox_ttl * 1000,
-                    "",
-                ],
-            )
-            self.metrics.drops.labels("mailbox_full").inc(int(evicted))
+        self.mailbox_writes.file(conn.principal.id, out.ack_id, payload, out.priority)
 
     async def _join(self, conn: Connection, room: str) -> None:
         members = self.rooms.get(room)
@@ -466,7 +467,7 @@ class Gateway:
                         missed = top - since.offset
                 elif (epoch and epoch == since.epoch) or epoch:
                     missed = None
-        except BusUnavailable:
+        except BUS_ERRORS:
             recovered = False
         held = conn.recovering.pop(room, [])
         if not conn.recovering:
@@ -510,6 +511,10 @@ class Gateway:
                 )
         except BusUnavailable:
             return True  # fail open: the limit protects Redis and peers, not correctness
+        except BusBusy:  # overloaded, maybe by this very client: not let through unchecked
+            self.metrics.drops.labels("rate_unchecked").inc()
+            conn.error(ErrorCode.UNAVAILABLE, "gateway busy, message dropped; retry")
+            return False
         if count <= limit:
             return True
         if count >= 2 * limit:
@@ -562,7 +567,7 @@ class Gateway:
             )
             try:
                 published = await self.publish(envelope)
-            except BusUnavailable:
+            except (BusUnavailable, BusBusy):
                 conn.error(ErrorCode.UNAVAILABLE, "bus unavailable, message not accepted", ref=msg)
                 return
             _ack(conn, msg, {"id": published.id, "room": room, "offset": published.offset})
@@ -598,13 +603,10 @@ class Gateway:
         """A client acknowledged a server message: stop resending it and take it out of the
         user's mailbox."""
         self.metrics.acks.inc()
-        conn.ack_received(ack_id)
-        if conn.kind == "user" and conn.principal is not None:
-            asyncio.get_running_loop().create_task(self._unfile(conn.principal.id, ack_id))
-
-    async def _unfile(self, user_id: str, envelope_id: str) -> None:
-        with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
-            await self._unfile_script(keys=keys.mailbox_keys(user_id), args=[envelope_id])
+        # Only an ack of a message this connection waits for touches the mailbox: acks of
+        # anything else cost nothing (mailbox messages wait here too once delivered).
+        if conn.ack_received(ack_id) and conn.kind == "user" and conn.principal is not None:
+            self.mailbox_writes.remove(conn.principal.id, ack_id)
 
     # ------------------------------------------------------------------ fan-out
     def _from_bus(self, room: str | None, raw: bytes) -> Outgoing | None:
@@ -699,7 +701,7 @@ class Gateway:
                     entries = await self.redis.xrange(
                         keys.room_history(room), min=f"{last + 1}-1", max="+"
                     )
-            except BusUnavailable:
+            except BUS_ERRORS:
                 return
             for entry_id, fields in entries:
                 offset = int(entry_id.split(b"-")[0])
@@ -774,7 +776,7 @@ class Gateway:
         try:
             async with translate_errors("policy"):
                 raw = await self.redis.hgetall(keys.LIVE_POLICY)
-        except BusUnavailable:
+        except BUS_ERRORS:
             return
         if not raw:
             return
@@ -797,7 +799,7 @@ class Gateway:
     # ------------------------------------------------------------------ presence & sweeping
     async def _presence_loop(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+            with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
                 await self._report_presence()
                 await self._forget_dead_gateways()
             await asyncio.sleep(self.settings.presence_interval)
@@ -847,7 +849,7 @@ class Gateway:
         if partial >= 1.0:
             self.draining = True
             self.metrics.draining.set(1)
-            with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+            with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
                 await self._report_presence()
         conns = list(self.connections)
         random.shuffle(conns)

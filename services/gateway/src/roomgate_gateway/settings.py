@@ -66,6 +66,17 @@ class GatewaySettings(ServiceSettings):
 
     presence_interval: float = Field(default=5.0, gt=0)
 
+    # --- Redis client ----------------------------------------------------------------------
+    # The command client's pool: at most redis_pool_size connections; a command finding
+    # none free waits redis_pool_timeout seconds, then fails as "busy" (never "Redis down").
+    redis_pool_size: int = Field(default=64, ge=2)
+    redis_pool_timeout: float = Field(default=2.0, gt=0)
+    # Mailbox writes (filing requiresAck deliveries, removing acked messages) of one event-
+    # loop turn go in one pipeline of at most mailbox_batch_max operations; at most
+    # mailbox_backlog_max wait behind a slow Redis, the rest are dropped and counted.
+    mailbox_batch_max: int = Field(default=1000, ge=1)
+    mailbox_backlog_max: int = Field(default=100_000, ge=1)
+
     # --- acknowledged delivery (server -> client) ----------------------------------------
     # A `requiresAck` message not acked within ack_timeout is sent again, up to ack_retries
     # times on the same connection; it stays in the user's mailbox until acked.

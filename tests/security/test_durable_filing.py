@@ -1,0 +1,62 @@
+"""Finding 2: a requiresAck message of a shared room is kept in the mailbox of every user
+it is delivered to, however many there are on one gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from roomgate_common import keys
+from roomgate_common.redis_adapter import connect
+
+from tests.gateway.conftest import Stack, recv, send
+
+pytestmark = pytest.mark.timeout(180)
+
+USERS = 1000
+
+
+async def subscribed(stack: Stack, uid: str, gate: asyncio.Semaphore) -> Any:
+    async with gate:
+        ws = await stack.connect(stack.token(uid), open_timeout=30)
+        await send(ws, {"type": "subscribe", "data": {"room": "tasks"}})
+        assert (await recv(ws, timeout=30))["type"] == "subscribed"
+        return ws
+
+
+@pytest.mark.gateway_settings(
+    max_connections_per_ip=USERS + 10, durable_rooms="tasks", redis_pool_size=8
+)
+async def test_durable_delivery_to_1000_users_is_kept_in_every_mailbox(
+    stack: Stack, capsys: Any
+) -> None:
+    """One durable message delivered to 1,000 users on one gateway lands in all 1,000 mailboxes (pool of 8)."""
+    gate = asyncio.Semaphore(50)
+    users = [str(1000 + i) for i in range(USERS)]
+    clients = await asyncio.gather(*(subscribed(stack, uid, gate) for uid in users))
+    drops = stack.gateway.metrics.drops
+    loop = asyncio.get_running_loop()
+    published = await stack.publish("tasks", "task_created", {"n": 1}, requires_ack=True)
+    start = loop.time()
+    got = await asyncio.gather(*(recv(ws, timeout=30) for ws in clients))
+    assert {m["id"] for m in got} == {published.id}
+    redis = connect(stack.redis_url)
+    try:
+        kept = 0
+        for _ in range(200):  # the filing is written after the delivery, within a few turns
+            pipe = redis.pipeline(transaction=False)
+            for uid in users:
+                pipe.zscore(keys.mailbox(uid), published.id)
+            kept = sum(score is not None for score in await pipe.execute())
+            if kept == USERS:
+                break
+            await asyncio.sleep(0.05)
+        filed_in = loop.time() - start
+    finally:
+        await redis.aclose()
+    with capsys.disabled():
+        print(f"\ndurable filing: {kept}/{USERS} mailboxes in {filed_in * 1000:.0f} ms")
+    assert kept == USERS
+    for reason in ("mailbox_file_failed", "mailbox_backlog"):
+        assert drops.labels(reason)._value.get() == 0
