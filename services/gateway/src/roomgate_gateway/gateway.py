@@ -27,6 +27,7 @@ from roomgate_roomauthz.events import parse_acl_event
 
 from roomgate_gateway import aclchanges
 from roomgate_gateway import protocol as p
+from roomgate_gateway.budget import InboundBudgetPolicy
 from roomgate_gateway.clients import (
     KIND_NAMES,
     AlertCommandRefused,
@@ -81,6 +82,12 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self.tracer = tracer or trace.get_tracer("roomgate.gateway")
         self.limits = Limits.from_settings(settings)
+        self.budget_policy = InboundBudgetPolicy(
+            rate=settings.inbound_rate,
+            burst=settings.inbound_burst,
+            ping_cost=settings.inbound_ping_cost,
+            yield_every=settings.inbound_yield_every,
+        )
         self.connections: set[Connection] = set()
         self.rooms: dict[str, set[Connection]] = {}
         # (kind, id) -> that principal's connections here (a list: usually one, and a set

@@ -39,6 +39,15 @@ class GatewaySettings(ServiceSettings):
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
     max_inflated_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_messages: int = Field(default=50, ge=1)
+    # Per-connection inbound budget (budget.py): every message counts — pings (at
+    # inbound_ping_cost of a message), acks, batch/compressed and each message inside —
+    # refilled at inbound_rate per second up to inbound_burst; over it messages are dropped,
+    # inbound_burst more and the connection is closed 4030. The read loop yields to the
+    # event loop every inbound_yield_every messages.
+    inbound_rate: float = Field(default=200.0, gt=0)
+    inbound_burst: float = Field(default=500.0, ge=1)
+    inbound_ping_cost: float = Field(default=0.1, gt=0, le=1)
+    inbound_yield_every: int = Field(default=16, ge=1)
     # Messages per outbound `batch` frame when several wait for one client; 1 disables.
     outbound_batch_max: int = Field(default=10, ge=1)
     # Outbound messages at least this big are sent `compressed` to clients that asked.
