@@ -81,6 +81,7 @@ MYPY_TARGETS := \
 	services/gateway/src/roomgate_gateway/codes.py \
 	services/gateway/src/roomgate_gateway/aclchanges.py \
 	services/gateway/src/roomgate_gateway/budget.py \
+	services/gateway/src/roomgate_gateway/presence.py \
 	services/escalation/src/roomgate_escalation/policy.py \
 	services/operator/src/roomgate_operator/policy.py \
 	services/operator/src/roomgate_operator/scaling.py

@@ -80,6 +80,12 @@ def rate_user(user_id: str, window: int) -> str:
     return f"{PREFIX}:rate:user:{user_id}:{window}"
 
 
+def rate_connect(principal: str, window: int) -> str:
+    """Counter of connects of one principal (``kind:id``) in one rate window (a minute;
+    expires after two)."""
+    return f"{PREFIX}:rate:connect:{principal}:{window}"
+
+
 LIVE_POLICY = f"{PREFIX}:policy:live"
 """Hash: the live gateway policy (``generation`` and ``limits`` JSON) written by the operator."""
 

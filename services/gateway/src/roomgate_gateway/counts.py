@@ -1,4 +1,5 @@
-"""Cluster-wide connection counts (per IP, per principal) in Redis.
+"""Cluster-wide connection counts (per IP, per principal) and connect rates (per principal)
+in Redis.
 
 Each count is a hash with one field per gateway (``keys.conn_count_*``); the gateway
 remembers the hashes it has a field in (``keys.gateway_count_keys``) so that the others can
@@ -13,6 +14,7 @@ another local connection is being counted there.
 from __future__ import annotations
 
 import contextlib
+import time
 
 from roomgate_common import keys
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis
@@ -38,6 +40,14 @@ return 0
 """
 
 
+# One more connect of a principal in this window; the count so far.
+CONNECT_RATE_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
 class ConnectionCounts:
     """This gateway's share of the cluster-wide connection counts (raises redis errors:
     callers translate them)."""
@@ -48,7 +58,15 @@ class ConnectionCounts:
         self._set = keys.gateway_count_keys(gateway_id)
         self._count = redis.register_script(COUNT_SCRIPT)
         self._uncount = redis.register_script(UNCOUNT_SCRIPT)
+        self._connect_rate = redis.register_script(CONNECT_RATE_SCRIPT)
         self.refs: dict[str, int] = {}
+
+    async def connect_allowed(self, principal: str, per_minute: int) -> bool:
+        """Count one connect of ``principal`` (``kind:id``) in this calendar minute,
+        cluster-wide; False beyond ``per_minute`` (reconnect churn, e.g. a flapping agent)."""
+        window = int(time.time() // 60)
+        connects = await self._connect_rate(keys=[keys.rate_connect(principal, window)], args=[120])
+        return int(connects) <= per_minute
 
     async def count(self, limited: list[tuple[str, int]]) -> int | None:
         """Count one connection in each ``(key, limit)`` in order; the index of the first

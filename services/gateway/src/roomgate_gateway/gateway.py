@@ -27,6 +27,7 @@ from roomgate_roomauthz.events import parse_acl_event
 
 from roomgate_gateway import aclchanges
 from roomgate_gateway import protocol as p
+from roomgate_gateway.agents import AgentPresence
 from roomgate_gateway.budget import InboundBudgetPolicy
 from roomgate_gateway.clients import (
     KIND_NAMES,
@@ -124,6 +125,12 @@ class Gateway:
             mailbox_ttl=s.mailbox_ttl,
             durable_rooms=s.durable_rooms,
         )
+        self.agent_presence = AgentPresence(
+            self.publisher,
+            self.metrics,
+            gateway_id=s.gateway_id,
+            window=s.agent_presence_window,
+        )
         self.mailbox_writes = MailboxWrites(
             self.redis,
             self.metrics,
@@ -182,6 +189,7 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=2.0)
+        await self.agent_presence.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.mailbox_writes.flush(), 2.0)
         with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
@@ -225,8 +233,13 @@ class Gateway:
                 strict=True,
             )
         )
+        principal = f"{conn.kind}:{conn.principal.id}"
         try:
             async with translate_errors("connect"):
+                if not await self.counts.connect_allowed(
+                    principal, self.settings.max_connects_per_principal_per_minute
+                ):
+                    return "limit_connect_rate"
                 refused = await self.counts.count(limited)
         except BusUnavailable:
             return "redis_unavailable"
@@ -238,7 +251,7 @@ class Gateway:
         self.by_user.setdefault((conn.principal.kind, conn.principal.id), []).append(conn)
         self.metrics.connections.set(len(self.connections))
         if conn.kind == "agent":
-            await self._agent_event(conn, "agent_connected")
+            self.agent_presence.changed(conn.user_id, True)
         return None
 
     async def unregister(self, conn: Connection) -> None:
@@ -257,19 +270,12 @@ class Gateway:
         with contextlib.suppress(*CONNECTION_ERRORS):
             await self.counts.uncount(self._count_keys(conn))
         if conn.kind == "agent":
-            with contextlib.suppress(*BUS_ERRORS):
-                await self._agent_event(conn, "agent_disconnected")
+            self.agent_presence.changed(conn.user_id, users is not None and bool(users))
 
     def _count_keys(self, conn: Connection) -> list[str]:
         assert conn.principal is not None
         principal = f"{conn.kind}:{conn.principal.id}"
         return [keys.conn_count_ip(conn.ip), keys.conn_count_user(principal)]
-
-    async def _agent_event(self, conn: Connection, type_: str) -> None:
-        data = {"agent_id": _int_or_str(conn.user_id), "gateway": self.settings.gateway_id}
-        for room in ("agents", f"agent-{conn.user_id}"):
-            with contextlib.suppress(*BUS_ERRORS):
-                await self.publisher.publish(room, type_, data, sender=conn.sender, priority="high")
 
     # ------------------------------------------------------------------ rooms
     async def join_personal_rooms(self, conn: Connection) -> None:
@@ -914,7 +920,3 @@ def _age_seconds(timestamp: str) -> float:
         return time.time() - datetime.fromisoformat(timestamp).timestamp()
     except ValueError:
         return 0.0
-
-
-def _int_or_str(value: str) -> int | str:
-    return int(value) if value.isdigit() else value

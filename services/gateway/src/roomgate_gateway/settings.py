@@ -37,6 +37,11 @@ class GatewaySettings(ServiceSettings):
     # Hard ceiling of a WebSocket frame (the transport refuses bigger ones with 1009).
     max_frame_bytes: int = Field(default=1 << 20, ge=1024)
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
+    # Connects of one principal per calendar minute, cluster-wide; beyond: 4029.
+    max_connects_per_principal_per_minute: int = Field(default=60, ge=1)
+    # Agent presence (agent_connected/agent_disconnected) is announced at most once per
+    # agent per this many seconds; the state at the window's end wins.
+    agent_presence_window: float = Field(default=2.0, gt=0)
     max_inflated_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_messages: int = Field(default=50, ge=1)
     # Per-connection inbound budget (budget.py): every message counts — pings (at
