@@ -60,3 +60,30 @@ async def test_durable_delivery_to_1000_users_is_kept_in_every_mailbox(
     assert kept == USERS
     for reason in ("mailbox_file_failed", "mailbox_backlog"):
         assert drops.labels(reason)._value.get() == 0
+
+
+async def test_batched_mailbox_writes_work_on_a_redis_cluster(redis_cluster: Any) -> None:
+    """Filings and removals of many users (many slots) in one batch land on a cluster."""
+    from roomgate_gateway.mailboxwrites import MailboxWrites
+    from roomgate_gateway.metrics import GatewayMetrics
+
+    redis = connect(redis_cluster.url)
+    metrics = GatewayMetrics()
+    try:
+        writes = MailboxWrites(
+            redis, metrics, cap=10, ttl_seconds=60, batch_max=1000, backlog_max=10_000
+        )
+        users = [str(i) for i in range(50)]
+        for uid in users:
+            writes.file(uid, f"m-{uid}", f"1 e {{}} {uid}", "normal")
+            writes.file(uid, f"n-{uid}", f"2 e {{}} {uid}", "low")
+        await writes.flush()
+        for uid in users:
+            writes.remove(uid, f"m-{uid}")
+        await writes.flush()
+        for uid in users:
+            assert await redis.zrange(keys.mailbox(uid), 0, -1) == [f"n-{uid}".encode()]
+        assert metrics.drops.labels("mailbox_file_failed")._value.get() == 0
+        assert metrics.drops.labels("mailbox_unfile_failed")._value.get() == 0
+    finally:
+        await redis.aclose()

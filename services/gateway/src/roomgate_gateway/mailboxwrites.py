@@ -5,7 +5,8 @@ room for each user it is delivered to (so it survives a reconnect), and removing
 from the user's mailbox when the user acks it. Neither costs a Redis call or a task of its
 own: both are queued here and written together, at the end of the event-loop turn, in one
 pipeline (files first, in order, then the removals grouped per user: three commands per
-user however many acks). While one pipeline is in flight the next turn's writes wait and
+user however many acks; on a Redis Cluster, whose pipelines refuse scripts, the filings
+are concurrent script calls beside the pipeline). While one pipeline is in flight the next turn's writes wait and
 go in the next, so at most one pipeline (one pooled connection) is busy at a time.
 
 Every write that does not reach Redis is counted in ``roomgate_gateway_drops_total``:
@@ -20,7 +21,7 @@ import logging
 
 from redis.exceptions import NoScriptError
 from roomgate_common import keys, mailbox
-from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis
+from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, is_cluster
 
 from roomgate_gateway.metrics import GatewayMetrics
 
@@ -45,6 +46,8 @@ class MailboxWrites:
         self._batch_max = batch_max
         self._backlog_max = backlog_max
         self._file_script = redis.register_script(mailbox.FILE_SCRIPT)
+        self._cluster = is_cluster(redis)
+        self._loaded = False  # cluster only: the script is known to every primary
         # (user id, envelope id, payload, priority) to file; user id -> envelope ids to remove
         self._files: list[tuple[str, str, str, str]] = []
         self._removals: dict[str, list[str]] = {}
@@ -126,6 +129,7 @@ class MailboxWrites:
             missing = [f for f, r in zip(files, file_results, strict=True) if _no_script(r)]
             if missing:  # a restarted or failed-over Redis forgot the script
                 await self._redis.script_load(mailbox.FILE_SCRIPT)
+                self._loaded = True
                 retried, _ = await self._pipeline(missing, {})
                 file_results = [r for r in file_results if not _no_script(r)] + retried
         except CONNECTION_ERRORS as exc:  # Redis down, or no pooled connection in time
@@ -150,6 +154,34 @@ class MailboxWrites:
     ) -> tuple[list[object], list[object]]:
         pipe = self._redis.pipeline(transaction=False)
         sha = self._file_script.sha
+        filed: list[object] = []
+        if self._cluster:
+            # redis-py's cluster pipelines refuse scripts: the filings go as concurrent
+            # EVALSHA calls (the client bounds them), the removals in the pipeline. The
+            # script is loaded on every primary first (once; again after a NOSCRIPT).
+            if not self._loaded:
+                await self._redis.script_load(mailbox.FILE_SCRIPT)
+                self._loaded = True
+            filed = list(
+                await asyncio.gather(
+                    *(
+                        self._redis.evalsha(
+                            sha,
+                            3,
+                            *keys.mailbox_keys(user),
+                            envelope_id,
+                            payload,
+                            priority,
+                            self._cap,
+                            self._ttl_ms,
+                            "",
+                        )
+                        for user, envelope_id, payload, priority in files
+                    ),
+                    return_exceptions=True,
+                )
+            )
+            files = []
         for user, envelope_id, payload, priority in files:
             pipe.evalsha(
                 sha,
@@ -167,8 +199,8 @@ class MailboxWrites:
             pipe.zrem(box, *ids)
             pipe.zrem(low, *ids)
             pipe.hdel(msgs, *ids)
-        results = await pipe.execute(raise_on_error=False)
-        return list(results[: len(files)]), list(results[len(files) :])
+        results = await pipe.execute(raise_on_error=False) if len(pipe) else []
+        return filed + list(results[: len(files)]), list(results[len(files) :])
 
     def _count(self, files: int, removals: int, exc: BaseException | None) -> None:
         if files:
