@@ -10,7 +10,7 @@ import pytest
 from roomgate_common import keys
 from roomgate_common.redis_adapter import connect
 
-from tests.gateway.conftest import Stack, recv, send
+from tests.gateway.conftest import Stack, recv_until, send
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,7 +21,9 @@ async def subscribed(stack: Stack, uid: str, gate: asyncio.Semaphore) -> Any:
     async with gate:
         ws = await stack.connect(stack.token(uid), open_timeout=30)
         await send(ws, {"type": "subscribe", "data": {"room": "tasks"}})
-        assert (await recv(ws, timeout=30))["type"] == "subscribed"
+        await recv_until(  # (a personal room's `subscribed` may come late under load)
+            ws, lambda m: m["type"] == "subscribed" and m["data"]["room"] == "tasks", timeout=30
+        )
         return ws
 
 
@@ -39,7 +41,9 @@ async def test_durable_delivery_to_1000_users_is_kept_in_every_mailbox(
     loop = asyncio.get_running_loop()
     published = await stack.publish("tasks", "task_created", {"n": 1}, requires_ack=True)
     start = loop.time()
-    got = await asyncio.gather(*(recv(ws, timeout=30) for ws in clients))
+    got = await asyncio.gather(
+        *(recv_until(ws, lambda m: m["type"] == "task_created", timeout=30) for ws in clients)
+    )
     assert {m["id"] for m in got} == {published.id}
     redis = connect(stack.redis_url)
     try:

@@ -6,8 +6,9 @@ from the user's mailbox when the user acks it. Neither costs a Redis call or a t
 own: both are queued here and written together, at the end of the event-loop turn, in one
 pipeline (files first, in order, then the removals grouped per user: three commands per
 user however many acks; on a Redis Cluster, whose pipelines refuse scripts, the filings
-are concurrent script calls beside the pipeline). While one pipeline is in flight the next turn's writes wait and
-go in the next, so at most one pipeline (one pooled connection) is busy at a time.
+are concurrent script calls beside the pipeline). While one pipeline is in flight the
+next turn's writes wait and go in the next, so at most one pipeline (one pooled
+connection) is busy at a time.
 
 Every write that does not reach Redis is counted in ``roomgate_gateway_drops_total``:
 ``mailbox_file_failed``, ``mailbox_unfile_failed``, ``mailbox_backlog`` (more than
