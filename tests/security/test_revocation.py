@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
+from roomgate_common import keys
 from websockets.asyncio.client import ClientConnection
 
 from tests.gateway.conftest import ADMIN, Stack, recv
@@ -69,3 +70,17 @@ async def test_revocations_close_live_sessions_on_every_gateway_within_a_second(
     with capsys.disabled():
         print(f"\nrevocation -> close, two gateways: max {max(latencies) * 1000:.1f} ms")
     assert max(latencies) < BOUND
+
+
+async def test_revocations_missed_while_the_bus_was_away_are_swept_at_reconnect(
+    stack: Stack,
+) -> None:
+    """A revocation stored without its event (the subscriber was away) closes the session 4001 `revoked` when the bus reconnects; others stay."""
+    revoked, kept = stack.token("42"), stack.token("43")
+    ws, other = await stack.connect(revoked), await stack.connect(kept)
+    principal = next(c.principal for c in stack.gateway.connections if c.user_id == "42")
+    await stack.gateway.redis.set(keys.revoked_token(principal.token_id), b"1", ex=60)
+    await stack.gateway.catch_up()  # what the bus runs after it resubscribed
+    _at, code, reason = await closed_at(ws)
+    assert (code, reason) == (4001, "revoked")
+    await still_open(other)

@@ -47,7 +47,7 @@ from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.outbound import Outgoing
-from roomgate_gateway.revocation import close_revoked
+from roomgate_gateway.revocation import close_revoked, sweep_revoked
 from roomgate_gateway.settings import GatewaySettings
 from roomgate_gateway.state import State
 
@@ -704,7 +704,9 @@ class Gateway:
     async def catch_up(self) -> None:
         """After the bus reconnects: hand local members what was published while the
         subscriber was away (from each served room's history), so no accepted message is
-        missed live. Duplicates with the live stream are dropped by offset."""
+        missed live. Duplicates with the live stream are dropped by offset. Revocations
+        announced meanwhile were missed too: the sessions are checked against Redis."""
+        await sweep_revoked(self)
         for room, (epoch, last) in list(self.last_offset.items()):
             try:
                 async with translate_errors("catch-up"):
