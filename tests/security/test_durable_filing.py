@@ -91,3 +91,26 @@ async def test_batched_mailbox_writes_work_on_a_redis_cluster(redis_cluster: Any
         assert metrics.drops.labels("mailbox_unfile_failed")._value.get() == 0
     finally:
         await redis.aclose()
+
+
+async def test_mailbox_writes_split_at_batch_max_and_drop_beyond_the_backlog(
+    redis_url: str,
+) -> None:
+    """With MAILBOX_BATCH_MAX 2 and MAILBOX_BACKLOG_MAX 3, five filings in one turn: three written (two pipelines), two dropped and counted."""
+    from roomgate_gateway.mailboxwrites import MailboxWrites
+    from roomgate_gateway.metrics import GatewayMetrics
+
+    redis = connect(redis_url)
+    metrics = GatewayMetrics()
+    try:
+        writes = MailboxWrites(redis, metrics, cap=10, ttl_seconds=60, batch_max=2, backlog_max=3)
+        for n in range(5):
+            writes.file("42", f"m-{n}", f"{n + 1} e {{}}", "normal")
+        assert writes.waiting == 3
+        await writes.flush()
+        assert await redis.zrange(keys.mailbox("42"), 0, -1) == [b"m-0", b"m-1", b"m-2"]
+        assert metrics.drops.labels("mailbox_backlog")._value.get() == 2
+        assert metrics.drops.labels("mailbox_file_failed")._value.get() == 0
+        assert writes.waiting == 0
+    finally:
+        await redis.aclose()
