@@ -14,7 +14,7 @@ from roomgate_common import keys
 from roomgate_common.errors import BusBusy
 from roomgate_common.redis_adapter import connect, translate_errors
 
-from tests.gateway.conftest import Stack, recv
+from tests.gateway.conftest import Stack, recv, send
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -82,3 +82,25 @@ async def test_an_exhausted_pool_waits_then_reads_as_busy_not_down(redis_url: st
         assert await redis.ping()  # free again
     finally:
         await redis.aclose()
+
+
+@pytest.mark.gateway_settings(redis_pool_size=2, redis_pool_timeout=0.3)
+async def test_a_busy_pool_is_not_read_as_redis_down(stack: Stack) -> None:
+    """With every pooled connection held: a client message is refused `unavailable` (the rate is not skipped), a connect counts as redis_busy, not redis_unavailable."""
+    ws = await stack.connect(stack.token("42"))
+    holders = [
+        asyncio.create_task(stack.gateway.redis.blpop([f"nothing-{n}"], timeout=2))
+        for n in range(2)
+    ]
+    await asyncio.sleep(0.2)
+    await send(ws, {"type": "metrics_update", "room": "system", "data": {}})
+    error = await recv(ws)
+    assert (error["type"], error["data"]["code"]) == ("error", "unavailable")
+    late = await stack.connect(stack.token("43"), welcome=False)
+    await asyncio.wait_for(late.wait_closed(), 10)
+    assert late.close_code == 1013
+    await asyncio.gather(*holders)
+    connects = stack.gateway.metrics.connects
+    assert connects.labels("redis_busy")._value.get() == 1
+    assert connects.labels("redis_unavailable")._value.get() == 0
+    assert stack.gateway.metrics.drops.labels("rate_unchecked")._value.get() == 1
