@@ -65,6 +65,7 @@ types: ## mypy on the pure cores
 MYPY_TARGETS := \
 	services/common/src/roomgate_common/envelope.py \
 	services/common/src/roomgate_common/keys.py \
+	services/common/src/roomgate_common/revocation.py \
 	services/common/src/roomgate_common/history.py \
 	services/common/src/roomgate_common/mailbox.py \
 	services/auth/src/roomgate_auth/tokens.py \
@@ -78,6 +79,9 @@ MYPY_TARGETS := \
 	services/gateway/src/roomgate_gateway/breaker.py \
 	services/gateway/src/roomgate_gateway/limits.py \
 	services/gateway/src/roomgate_gateway/codes.py \
+	services/gateway/src/roomgate_gateway/aclchanges.py \
+	services/gateway/src/roomgate_gateway/budget.py \
+	services/gateway/src/roomgate_gateway/presence.py \
 	services/escalation/src/roomgate_escalation/policy.py \
 	services/operator/src/roomgate_operator/policy.py \
 	services/operator/src/roomgate_operator/scaling.py

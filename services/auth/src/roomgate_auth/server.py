@@ -4,7 +4,8 @@ long-lived resource (Redis client, gRPC server, metrics endpoint) from ``start``
 
 Status codes: UNAUTHENTICATED with the bare reason as message (see ``errors.Reason``),
 PERMISSION_DENIED without the admin credential, INVALID_ARGUMENT for bad requests,
-FAILED_PRECONDITION when this instance cannot issue tokens, UNAVAILABLE when Redis is down.
+FAILED_PRECONDITION when this instance cannot issue tokens, UNAVAILABLE when Redis is down,
+RESOURCE_EXHAUSTED when this instance's Redis pool is busy (``BusBusy``).
 No token or API key ever appears in a log line or a status message.
 """
 
@@ -22,7 +23,7 @@ from grpc_health.v1 import health_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.grpcserver import GrpcServer, is_admin
 from roomgate_common.metrics import MetricsServer
 from roomgate_common.redis_adapter import Redis, connect, translate_errors
@@ -154,9 +155,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             outcome, reason = "rejected", exc.reason.value
             log.debug("token rejected", extra={"reason": reason})
             await _reject(context, exc)
-        except BusUnavailable:
+        except (BusUnavailable, BusBusy) as exc:
             outcome = "unavailable"
-            await _unavailable(context)
+            await _unavailable(context, exc)
         finally:
             self._metrics.latency.observe(time.perf_counter() - start)
             self._metrics.authentications.labels(outcome, reason).inc()
@@ -184,8 +185,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except CannotIssue as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except BusUnavailable:
-            await _unavailable(context)
+        except (BusUnavailable, BusBusy) as exc:
+            await _unavailable(context, exc)
         self._metrics.issued.labels(issued.kind.value, via).inc()
         log.info(
             "token issued",
@@ -205,8 +206,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except CannotIssue as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except BusUnavailable:
-            await _unavailable(context)
+        except (BusUnavailable, BusBusy) as exc:
+            await _unavailable(context, exc)
         self._metrics.issued.labels(issued.kind.value, "refresh").inc()
         return auth_pb2.RefreshTokenResponse(token=token, principal=principal_to_proto(issued))
 
@@ -221,8 +222,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             if exc.reason is not Reason.EXPIRED:
                 await _reject(context, exc)
             return auth_pb2.RevokeTokenResponse()
-        except BusUnavailable:
-            await _unavailable(context)
+        except (BusUnavailable, BusBusy) as exc:
+            await _unavailable(context, exc)
         self._metrics.revocations.labels("token").inc()
         log.info(
             "token revoked",
@@ -239,8 +240,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a valid kind and id needed")
         try:
             await self._store.revoke_all(kind, request.id)
-        except BusUnavailable:
-            await _unavailable(context)
+        except (BusUnavailable, BusBusy) as exc:
+            await _unavailable(context, exc)
         self._metrics.revocations.labels("principal").inc()
         log.info("principal revoked", extra={"kind": kind.value, "id": request.id})
         return auth_pb2.RevokeAllResponse()
@@ -256,8 +257,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             api_key, key_id = await self._store.create_api_key(replace(agent, session_id=""))
         except InvalidRequest as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except BusUnavailable:
-            await _unavailable(context)
+        except (BusUnavailable, BusBusy) as exc:
+            await _unavailable(context, exc)
         log.info("api key created", extra={"id": agent.id, "key_id": key_id})
         return auth_pb2.CreateApiKeyResponse(api_key=api_key, key_id=key_id)
 
@@ -270,8 +271,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "api_key or key_id needed")
         try:
             deleted = await self._store.delete_api_key(key_id)
-        except BusUnavailable:
-            await _unavailable(context)
+        except (BusUnavailable, BusBusy) as exc:
+            await _unavailable(context, exc)
         if not deleted:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such api key")
         self._metrics.revocations.labels("api_key").inc()
@@ -288,7 +289,9 @@ async def _reject(context: Context, exc: AuthError) -> NoReturn:
     raise AssertionError("unreachable")  # abort raises
 
 
-async def _unavailable(context: Context) -> NoReturn:
+async def _unavailable(context: Context, exc: BusUnavailable | BusBusy) -> NoReturn:
+    if isinstance(exc, BusBusy):  # this instance is overloaded; Redis is fine
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "auth busy, retry")
     await context.abort(grpc.StatusCode.UNAVAILABLE, "token state store unavailable")
     raise AssertionError("unreachable")
 

@@ -7,6 +7,9 @@ Keys come from ``roomgate_common.keys``; redis connection failures surface as
 * ``revoked_before(kind, id)``: a Unix time (float); tokens of that principal issued at or
   before it are revoked. Lives ``max_ttl + leeway`` seconds, longer than any token accepted.
 * ``api_key(digest)``: hash describing the agent an API key stands for.
+
+Each revocation is also announced on ``keys.REVOCATIONS_CHANNEL`` once it is stored
+(``roomgate_common.revocation``): the gateways close the revoked live sessions.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 
 from roomgate_common import keys
 from roomgate_common.redis_adapter import Redis, translate_errors
+from roomgate_common.revocation import Revocation
 
 from roomgate_auth.tokens import (
     Principal,
@@ -58,9 +62,13 @@ class AuthStore:
         return before is not None and principal.issued_at <= float(before)
 
     async def revoke_token(self, principal: Principal) -> None:
+        """Mark the token revoked, then tell the gateways (they close its live sessions)."""
         async with translate_errors("token revocation"):
             await self._redis.set(
                 keys.revoked_token(principal.token_id), b"1", ex=self._policy.remaining(principal)
+            )
+            await self._announce(
+                Revocation(principal.kind.value, principal.id, jti=principal.token_id)
             )
 
     async def revoke_all(self, kind: PrincipalKind, principal_id: str) -> float:
@@ -72,7 +80,13 @@ class AuthStore:
                 keys=[keys.revoked_before(kind.value, principal_id)],
                 args=[repr(now), lifetime],
             )
+            await self._announce(Revocation(kind.value, principal_id, before=now))
         return now
+
+    async def _announce(self, revocation: Revocation) -> None:
+        # After the mark is stored: a gateway that acts on the event and a client that
+        # reconnects at once both see the token revoked.
+        await self._redis.publish(keys.REVOCATIONS_CHANNEL, revocation.to_json())
 
     async def create_api_key(self, agent: Principal) -> tuple[str, str]:
         """Store a new API key for ``agent``; returns the key (shown once) and its key_id."""

@@ -21,6 +21,11 @@ def revoked_before(kind: str, principal_id: str) -> str:
     return f"{PREFIX}:auth:revoked:principal:{kind}:{principal_id}"
 
 
+REVOCATIONS_CHANNEL = f"{PREFIX}:events:revoked"
+"""Pub/sub channel: one JSON message per revocation (``roomgate_common.revocation``), sent by
+auth after the revocation is stored; every gateway closes the live sessions it names."""
+
+
 def api_key(digest: str) -> str:
     """Hash describing the agent an API key (by its SHA-256 hex digest) stands for."""
     return f"{PREFIX}:auth:apikey:{digest}"
@@ -73,6 +78,12 @@ def conn_count_user(user_id: str) -> str:
 def rate_user(user_id: str, window: int) -> str:
     """Counter of messages a user sent in one rate window (expires after two windows)."""
     return f"{PREFIX}:rate:user:{user_id}:{window}"
+
+
+def rate_connect(principal: str, window: int) -> str:
+    """Counter of connects of one principal (``kind:id``) in one rate window (a minute;
+    expires after two)."""
+    return f"{PREFIX}:rate:connect:{principal}:{window}"
 
 
 LIVE_POLICY = f"{PREFIX}:policy:live"

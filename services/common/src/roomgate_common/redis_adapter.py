@@ -4,6 +4,13 @@
 ``translate_errors`` turns redis-py's connection failures into ``BusUnavailable`` so callers
 never import ``redis`` exceptions.
 
+Every client's pool is bounded (``max_connections``) and blocking: a command that finds
+no free connection waits up to ``pool_timeout`` seconds for one, and only then fails with
+``PoolExhausted``, which ``translate_errors`` turns into ``BusBusy`` — this process has too
+much in flight, Redis itself is fine — never into ``BusUnavailable``. (redis-py's asyncio
+cluster client has no blocking pool: there a semaphore of ``max_connections`` commands in
+flight per client stands in for it, below each node's own limit.)
+
 Redis Cluster is chosen by the URL: ``redis+cluster://host:port`` (``rediss+cluster://``
 with TLS) names any node of the cluster. Redis Sentinel likewise:
 ``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>`` (the password is
@@ -16,6 +23,7 @@ operation stays within one hash slot.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,13 +31,15 @@ from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 
 Redis = aioredis.Redis
 
@@ -53,6 +63,8 @@ def is_cluster(redis: object) -> bool:
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
 
 CONNECT_TIMEOUT = 2.0  # seconds to open a connection
+POOL_MAX_CONNECTIONS = 64  # per client (per node of a cluster)
+POOL_TIMEOUT = 2.0  # seconds a command waits for a free pooled connection
 COMMAND_TIMEOUT = 5.0  # seconds for a command's reply
 HEALTH_CHECK_INTERVAL = 15  # seconds idle before a connection is PINGed before use
 
@@ -78,6 +90,48 @@ def _server_options(name: str, retries: int) -> dict[str, Any]:
     }
 
 
+class PoolExhausted(MaxConnectionsError):
+    """No pooled connection became free within the pool's timeout."""
+
+
+class _BlockingPool(BlockingConnectionPool):
+    """redis-py's blocking pool, failing with ``PoolExhausted`` (not a plain connection
+    error) when its wait times out."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise PoolExhausted(f"no free connection within {self.timeout} s") from exc
+            raise
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, _BlockingPool):
+    """The Sentinel-following pool, bounded and blocking."""
+
+
+class _BoundedCluster(RedisCluster):
+    """A cluster client with at most ``limit`` commands in flight: the others wait (up to
+    ``pool_timeout``) instead of failing on a full node pool."""
+
+    def bound(self, limit: int, timeout: float) -> None:
+        self._bound_limit, self._bound_timeout = limit, timeout
+        self._bound: asyncio.Semaphore | None = None
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._bound is None:
+            self._bound = asyncio.Semaphore(self._bound_limit)
+        try:
+            await asyncio.wait_for(self._bound.acquire(), self._bound_timeout)
+        except TimeoutError:
+            raise PoolExhausted(f"no free connection within {self._bound_timeout} s") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._bound.release()
+
+
 class _SentinelMaster(aioredis.Redis):
     """The master's client; closing it closes the Sentinel connections it follows too."""
 
@@ -89,7 +143,9 @@ class _SentinelMaster(aioredis.Redis):
             await sentinel.aclose()
 
 
-def _sentinel(url: str, *, name: str, retries: int) -> Redis | None:
+def _sentinel(
+    url: str, *, name: str, retries: int, max_connections: int, pool_timeout: float
+) -> Redis | None:
     """The master client of a ``redis+sentinel://`` URL; None for any other URL."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in SENTINEL_SCHEMES:
@@ -112,6 +168,9 @@ def _sentinel(url: str, *, name: str, retries: int) -> Redis | None:
     client = sentinel.master_for(
         master,
         redis_class=_SentinelMaster,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=pool_timeout,
         db=int(db or 0),
         password=password,
         ssl=SENTINEL_SCHEMES[scheme],
@@ -121,23 +180,45 @@ def _sentinel(url: str, *, name: str, retries: int) -> Redis | None:
     return client
 
 
-def connect(url: str, *, name: str = "roomgate", retries: int = 3) -> Redis:
-    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, or a cluster's
-    ``redis+cluster://``) with bounded retries."""
-    via_sentinel = _sentinel(url, name=name, retries=retries)
+def connect(
+    url: str,
+    *,
+    name: str = "roomgate",
+    retries: int = 3,
+    max_connections: int = POOL_MAX_CONNECTIONS,
+    pool_timeout: float = POOL_TIMEOUT,
+) -> Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, a cluster's
+    ``redis+cluster://`` or ``redis+sentinel://``) with bounded retries and a bounded,
+    blocking pool of ``max_connections`` (a command waits up to ``pool_timeout`` s)."""
+    via_sentinel = _sentinel(
+        url, name=name, retries=retries, max_connections=max_connections, pool_timeout=pool_timeout
+    )
     if via_sentinel is not None:
         return via_sentinel
     plain = cluster_url(url)
     if plain is not None:
-        cluster = RedisCluster.from_url(plain, **_client_options(retries))
+        cluster = _BoundedCluster.from_url(
+            plain, max_connections=max_connections, **_client_options(retries)
+        )
+        cluster.bound(max_connections, pool_timeout)
         return cluster  # type: ignore[return-value]  # the same command API
-    return aioredis.Redis.from_url(url, **_server_options(name, retries))
+    pool = _BlockingPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=pool_timeout,
+        **_server_options(name, retries),
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 @asynccontextmanager
 async def translate_errors(what: str) -> AsyncIterator[None]:
-    """Raise ``BusUnavailable`` for Redis connection failures inside the block."""
+    """Raise ``BusUnavailable`` for Redis connection failures inside the block, and
+    ``BusBusy`` when the client's pool had no free connection in time."""
     try:
         yield
+    except MaxConnectionsError as exc:
+        raise BusBusy(f"redis pool exhausted during {what}") from exc
     except CONNECTION_ERRORS as exc:
         raise BusUnavailable(f"redis unavailable during {what}") from exc

@@ -31,6 +31,7 @@ class Principal:
     session_id: str
     token_id: str
     expires_at: int
+    issued_at: int
     roles: tuple[str, ...]
     permissions: tuple[str, ...]
     group_ids: tuple[str, ...]
@@ -45,6 +46,7 @@ class Principal:
             session_id=message.session_id,
             token_id=message.token_id,
             expires_at=message.expires_at,
+            issued_at=message.issued_at,
             roles=tuple(message.roles),
             permissions=tuple(message.permissions),
             group_ids=tuple(message.group_ids),
@@ -67,9 +69,13 @@ ACTIONS = {
     "publish": roomauthz_pb2.ACTION_PUBLISH,
 }
 
-_UNAVAILABLE_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
+# The auth service cannot be reached or did not answer in time: the only failures the
+# breaker counts. Any other status is an answer about this one request (a client can cause
+# RESOURCE_EXHAUSTED, INVALID_ARGUMENT, even INTERNAL with what it sends), and one client
+# must not open the circuit for everybody.
+_UNREACHABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# The auth service is there but could not answer this request: try again later (1013).
+_NO_ANSWER_CODES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
@@ -108,7 +114,11 @@ def _channel(addr: str) -> grpc.aio.Channel:
 
 
 class AuthClient:
-    """Authenticate tokens; protected by a circuit breaker (open -> fail fast, 1013)."""
+    """Authenticate tokens; protected by a circuit breaker (open -> fail fast, 1013).
+
+    A token longer than ``max_token_bytes`` (the auth service's own limit) is refused here,
+    before any call: every path that authenticates (WebSocket, SSE, the publish API)
+    comes through ``authenticate``."""
 
     def __init__(
         self,
@@ -117,17 +127,25 @@ class AuthClient:
         timeout: float,
         breaker_failures: int,
         breaker_recovery: float,
+        max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._channel = _channel(addr)
         self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout = timeout
+        self._max_token_bytes = max_token_bytes
         self.breaker = CircuitBreaker(
             failure_threshold=breaker_failures, recovery_timeout=breaker_recovery, clock=clock
         )
 
     async def authenticate(self, token: str) -> Principal:
+        # characters first (never more than bytes): a huge token is not encoded at all
+        if (
+            len(token) > self._max_token_bytes
+            or len(token.encode("utf-8", "surrogatepass")) > self._max_token_bytes
+        ):
+            raise AuthRejected("malformed")
         if not self.breaker.allow():
             raise PeerUnavailable("auth circuit open")
         try:
@@ -135,13 +153,15 @@ class AuthClient:
                 auth_pb2.AuthenticateRequest(token=token), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                self.breaker.success()
-                raise AuthRejected(exc.details() or "unauthenticated") from None
-            if exc.code() in _UNAVAILABLE_CODES:
+            code = exc.code()
+            if code in _UNREACHABLE_CODES:
                 self.breaker.failure()
-                raise PeerUnavailable(f"auth: {exc.code().name}") from None
-            self.breaker.success()
+                raise PeerUnavailable(f"auth: {code.name}") from None
+            self.breaker.success()  # it answered
+            if code == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthRejected(exc.details() or "unauthenticated") from None
+            if code in _NO_ANSWER_CODES:
+                raise PeerUnavailable(f"auth: {code.name}") from None
             raise AuthRejected("malformed") from None
         self.breaker.success()
         return Principal.from_proto(reply.principal)

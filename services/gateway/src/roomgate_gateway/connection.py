@@ -27,6 +27,7 @@ import msgspec
 from roomgate_common.envelope import encode, make_envelope
 
 from roomgate_gateway import protocol as p
+from roomgate_gateway.budget import InboundBudget, Verdict
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
 from roomgate_gateway.codes import CLOSE_REASONS, SLOW_CONSUMER_REASON, CloseCode, ErrorCode
 from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
@@ -77,6 +78,7 @@ class Closing(Exception):
 
 class Connection:
     __slots__ = (
+        "_budget",
         "_busy",
         "_direct",
         "_expiry_timer",
@@ -119,6 +121,8 @@ class Connection:
         self.ip = ip
         self.compress = compress
         self.sm = ConnectionStateMachine()
+        # What this client may still send (budget.py): every message counts
+        self._budget = InboundBudget(gw.budget_policy, time.monotonic())
         self.principal: Principal | None = None
         self.rooms: set[str] = set()
         # room -> live messages held back while its history is replayed
@@ -227,12 +231,14 @@ class Connection:
             self.gw.settings.ack_timeout, self._ack_timeout, ack_id
         )
 
-    def ack_received(self, ack_id: str) -> None:
+    def ack_received(self, ack_id: str) -> bool:
+        """Stop resending ``ack_id``; False when this connection was not waiting for it."""
         entry = self._pending.pop(ack_id, None) if self._pending else None
         if entry is not None:
             entry[2].cancel()
         if not self._pending:
             self._pending = None
+        return entry is not None
 
     def _enqueue(self, item: Outgoing) -> None:
         if self._queue is None:
@@ -463,7 +469,7 @@ class Connection:
             return False
         self.principal = principal
         refused = await gw.register(self)
-        if refused == "redis_unavailable":  # the limits cannot be checked: try later
+        if refused in ("redis_unavailable", "redis_busy"):  # limits unchecked: try later
             gw.metrics.connects.labels(refused).inc()
             await self.close(CloseCode.TRY_AGAIN_LATER)
             return False
@@ -590,6 +596,8 @@ class Connection:
         gw = self.gw
         type_ = msg.type if isinstance(msg, p.Event) else type(msg).__struct_config__.tag
         gw.metrics.messages_in.labels(type_ if isinstance(type_, str) else "unknown").inc()
+        if not await self._within_budget(msg):
+            return
         if isinstance(msg, p.Ping):
             self.send_message(
                 "pong",
@@ -597,8 +605,8 @@ class Connection:
                 correlation_id=_correlation(msg),
             )
             return
-        # Every message counts against the rate except acks and the wrappers (their
-        # contents count one by one).
+        # Every message counts against the per-user rate except acks and the wrappers
+        # (their contents count one by one); all of them count against the budget above.
         if not isinstance(msg, p.Ack | p.Batch | p.Compressed) and not await gw.within_rate(self):
             return
         if isinstance(msg, p.Batch):
@@ -635,6 +643,29 @@ class Connection:
         elif isinstance(msg, p.Ack):
             gw.acked(self, msg.ackId)
 
+    async def _within_budget(self, msg: p.ClientMessage) -> bool:
+        """Charge ``msg`` to the connection's inbound budget (every message, wrappers and
+        what is inside them included); yield to the event loop every few messages."""
+        gw = self.gw
+        if self.sm.state is not State.OPEN:
+            return False
+        policy = gw.budget_policy
+        verdict = self._budget.take(policy, time.monotonic(), ping=isinstance(msg, p.Ping))
+        if verdict is Verdict.ALLOW:
+            if self._budget.tick(policy):
+                await asyncio.sleep(0)  # queued frames must not hold the loop
+            return self.sm.state is State.OPEN
+        gw.metrics.drops.labels("inbound_over_budget").inc()
+        if verdict is Verdict.CLOSE:
+            await self.close(CloseCode.RATE_LIMITED)
+        elif verdict is Verdict.REFUSE_FIRST:
+            self.error(
+                ErrorCode.RATE_LIMITED,
+                f"more than {policy.rate:g} messages per second on this connection",
+                retry_after=1,
+            )
+        return False
+
     async def _refresh(self, msg: p.Refresh) -> None:
         token = msg.credential()
         if not token:
@@ -664,6 +695,9 @@ class Connection:
             {"expires_at": principal.expires_at},
             correlation_id=_correlation(msg),
         )
+        # The new token may allow less: its subscriptions are decided again, as after an
+        # ACL change (`unsubscribed` with roomauthz's reason for each one it loses).
+        await self.gw.recheck(self)
 
 
 def _batch_frame(items: list[Outgoing]) -> str:

@@ -19,13 +19,18 @@ from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from roomgate_common import keys, mailbox
 from roomgate_common.envelope import Envelope, encode, make_envelope
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.publisher import Published, Publisher, split_bus_message
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, translate_errors
 from roomgate_common.telemetry import detached_span, extract_trace, inject_trace
+from roomgate_roomauthz.events import parse_acl_event
 
+from roomgate_gateway import aclchanges
 from roomgate_gateway import protocol as p
+from roomgate_gateway.agents import AgentPresence
+from roomgate_gateway.budget import InboundBudgetPolicy
 from roomgate_gateway.clients import (
+    KIND_NAMES,
     AlertCommandRefused,
     AuthClient,
     AuthRejected,
@@ -37,9 +42,12 @@ from roomgate_gateway.clients import (
 )
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
+from roomgate_gateway.counts import ConnectionCounts
 from roomgate_gateway.limits import Limits, apply_policy
+from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.outbound import Outgoing
+from roomgate_gateway.revocation import close_revoked, sweep_revoked
 from roomgate_gateway.settings import GatewaySettings
 from roomgate_gateway.state import State
 
@@ -50,27 +58,17 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 # Client events that are commands to the escalation service when it is configured.
 ALERT_COMMANDS = frozenset({"alert_acknowledged", "alert_resolved"})
 
-# Count one connection in a cluster-wide hash (field per gateway) unless the total is at
-# the limit. One key per script: it works in a Redis Cluster (IP and user hashes live on
-# different shards).
-COUNT_SCRIPT = """
-local sum = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
-if sum >= tonumber(ARGV[2]) then return 1 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-return 0
-"""
-
-UNCOUNT_SCRIPT = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
-"""
-
 RATE_SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
+
+
+# What a Redis call of the gateway can fail with: Redis down, or this process's pool busy.
+BUS_ERRORS = (BusUnavailable, BusBusy)
+
+_KIND_CODES = {name: code for code, name in KIND_NAMES.items()}
 
 
 class Gateway:
@@ -85,6 +83,12 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self.tracer = tracer or trace.get_tracer("roomgate.gateway")
         self.limits = Limits.from_settings(settings)
+        self.budget_policy = InboundBudgetPolicy(
+            rate=settings.inbound_rate,
+            burst=settings.inbound_burst,
+            ping_cost=settings.inbound_ping_cost,
+            yield_every=settings.inbound_yield_every,
+        )
         self.connections: set[Connection] = set()
         self.rooms: dict[str, set[Connection]] = {}
         # (kind, id) -> that principal's connections here (a list: usually one, and a set
@@ -105,7 +109,12 @@ class Gateway:
     # ------------------------------------------------------------------ lifespan
     async def start(self) -> None:
         s = self.settings
-        self.redis = connect(s.redis_url, name="roomgate-gateway")
+        self.redis = connect(
+            s.redis_url,
+            name="roomgate-gateway",
+            max_connections=s.redis_pool_size,
+            pool_timeout=s.redis_pool_timeout,
+        )
         self.history = s.history_policy
         self.publisher = Publisher(
             self.redis,
@@ -116,16 +125,28 @@ class Gateway:
             mailbox_ttl=s.mailbox_ttl,
             durable_rooms=s.durable_rooms,
         )
-        self._file_script = self.redis.register_script(mailbox.FILE_SCRIPT)
-        self._unfile_script = self.redis.register_script(mailbox.REMOVE_SCRIPT)
-        self._count_script = self.redis.register_script(COUNT_SCRIPT)
-        self._uncount_script = self.redis.register_script(UNCOUNT_SCRIPT)
+        self.agent_presence = AgentPresence(
+            self.publisher,
+            self.metrics,
+            gateway_id=s.gateway_id,
+            window=s.agent_presence_window,
+        )
+        self.mailbox_writes = MailboxWrites(
+            self.redis,
+            self.metrics,
+            cap=s.mailbox_cap,
+            ttl_seconds=s.mailbox_ttl,
+            batch_max=s.mailbox_batch_max,
+            backlog_max=s.mailbox_backlog_max,
+        )
+        self.counts = ConnectionCounts(self.redis, s.gateway_id)
         self._rate_script = self.redis.register_script(RATE_SCRIPT)
         self.auth = AuthClient(
             s.auth_addr,
             timeout=s.auth_timeout,
             breaker_failures=s.auth_breaker_failures,
             breaker_recovery=s.auth_breaker_recovery,
+            max_token_bytes=s.max_token_bytes,
         )
         self.authz = RoomAuthzClient(
             s.roomauthz_addr,
@@ -147,6 +168,7 @@ class Gateway:
             control_channels=[
                 keys.ACL_CHANGED_CHANNEL,
                 keys.POLICY_CHANGED_CHANNEL,
+                keys.REVOCATIONS_CHANNEL,
                 keys.gateway_control_channel(s.gateway_id),
             ],
             metrics=self.metrics,
@@ -167,7 +189,10 @@ class Gateway:
         for task in self._tasks:
             task.cancel()
         await asyncio.wait(self._tasks, timeout=2.0)
-        with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+        await self.agent_presence.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.mailbox_writes.flush(), 2.0)
+        with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
             await self.redis.delete(keys.gateway_presence(self.settings.gateway_id))
             await self.redis.zrem(keys.GATEWAYS, self.settings.gateway_id)
         await self.bus.stop()
@@ -201,28 +226,32 @@ class Gateway:
     async def register(self, conn: Connection) -> str | None:
         """Count the connection cluster-wide; returns the refusal outcome or None."""
         assert conn.principal is not None
-        gid = self.settings.gateway_id
-        ip_key, user_key = self._count_keys(conn)
+        limited = list(
+            zip(
+                self._count_keys(conn),
+                (self.limits.max_connections_per_ip, self.limits.max_connections_per_user),
+                strict=True,
+            )
+        )
+        principal = f"{conn.kind}:{conn.principal.id}"
         try:
             async with translate_errors("connect"):
-                if await self._count_script(
-                    keys=[ip_key], args=[gid, self.limits.max_connections_per_ip]
+                if not await self.counts.connect_allowed(
+                    principal, self.settings.max_connects_per_principal_per_minute
                 ):
-                    return "limit_ip"
-                if await self._count_script(
-                    keys=[user_key], args=[gid, self.limits.max_connections_per_user]
-                ):
-                    await self._uncount_script(keys=[ip_key], args=[gid])
-                    return "limit_user"
-                # Remembered so that the others can forget these counts if this gateway dies.
-                await self.redis.sadd(keys.gateway_count_keys(gid), ip_key, user_key)
+                    return "limit_connect_rate"
+                refused = await self.counts.count(limited)
         except BusUnavailable:
             return "redis_unavailable"
+        except BusBusy:  # this gateway is overloaded, Redis is fine
+            return "redis_busy"
+        if refused is not None:
+            return ("limit_ip", "limit_user")[refused]
         self.connections.add(conn)
         self.by_user.setdefault((conn.principal.kind, conn.principal.id), []).append(conn)
         self.metrics.connections.set(len(self.connections))
         if conn.kind == "agent":
-            await self._agent_event(conn, "agent_connected")
+            self.agent_presence.changed(conn.user_id, True)
         return None
 
     async def unregister(self, conn: Connection) -> None:
@@ -239,22 +268,14 @@ class Gateway:
             await self._leave(conn, room)
         self.metrics.connections.set(len(self.connections))
         with contextlib.suppress(*CONNECTION_ERRORS):
-            for key in self._count_keys(conn):
-                await self._uncount_script(keys=[key], args=[self.settings.gateway_id])
+            await self.counts.uncount(self._count_keys(conn))
         if conn.kind == "agent":
-            with contextlib.suppress(BusUnavailable):
-                await self._agent_event(conn, "agent_disconnected")
+            self.agent_presence.changed(conn.user_id, users is not None and bool(users))
 
     def _count_keys(self, conn: Connection) -> list[str]:
         assert conn.principal is not None
         principal = f"{conn.kind}:{conn.principal.id}"
         return [keys.conn_count_ip(conn.ip), keys.conn_count_user(principal)]
-
-    async def _agent_event(self, conn: Connection, type_: str) -> None:
-        data = {"agent_id": _int_or_str(conn.user_id), "gateway": self.settings.gateway_id}
-        for room in ("agents", f"agent-{conn.user_id}"):
-            with contextlib.suppress(BusUnavailable):
-                await self.publisher.publish(room, type_, data, sender=conn.sender, priority="high")
 
     # ------------------------------------------------------------------ rooms
     async def join_personal_rooms(self, conn: Connection) -> None:
@@ -288,7 +309,7 @@ class Gateway:
                 evicted = int(await self.redis.hget(msgs, mailbox.EVICTED_FIELD) or 0)
                 if evicted:
                     await self.redis.hdel(msgs, mailbox.EVICTED_FIELD)
-        except BusUnavailable:
+        except BUS_ERRORS:
             payloads, ids = [], []
         for envelope_id, raw in zip(ids, payloads, strict=True):
             out = self._from_bus(None, raw) if raw is not None else None
@@ -320,9 +341,8 @@ class Gateway:
                 conn.deliver(out)
         if mine:
             conn.skip_replayed(user_room, mine[-1].epoch, last)
-        if gone:  # expired or unreadable: nothing to wait for
-            with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
-                await self._unfile_script(keys=keys.mailbox_keys(conn.principal.id), args=gone)
+        for envelope_id in gone:  # expired or unreadable: nothing to wait for
+            self.mailbox_writes.remove(conn.principal.id, envelope_id)
 
     def keep_until_acked(self, conn: Connection, out: Outgoing) -> None:
         """A requiresAck message of a shared room, delivered to a user: file it in the user's
@@ -332,24 +352,7 @@ class Gateway:
         assert conn.principal is not None
         assert out.ack_id is not None
         payload = f"{out.offset} {out.epoch} {out.frame}"
-        asyncio.get_running_loop().create_task(
-            self._file(conn.principal.id, out.ack_id, payload, out.priority)
-        )
-
-    async def _file(self, user_id: str, envelope_id: str, payload: str, priority: str) -> None:
-        with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
-            evicted = await self._file_script(
-                keys=keys.mailbox_keys(user_id),
-                args=[
-                    envelope_id,
-                    payload,
-                    priority,
-                    self.settings.mailbox_cap,
-                    self.settings.mailbox_ttl * 1000,
-                    "",
-                ],
-            )
-            self.metrics.drops.labels("mailbox_full").inc(int(evicted))
+        self.mailbox_writes.file(conn.principal.id, out.ack_id, payload, out.priority)
 
     async def _join(self, conn: Connection, room: str) -> None:
         members = self.rooms.get(room)
@@ -477,7 +480,7 @@ class Gateway:
                         missed = top - since.offset
                 elif (epoch and epoch == since.epoch) or epoch:
                     missed = None
-        except BusUnavailable:
+        except BUS_ERRORS:
             recovered = False
         held = conn.recovering.pop(room, [])
         if not conn.recovering:
@@ -521,6 +524,10 @@ class Gateway:
                 )
         except BusUnavailable:
             return True  # fail open: the limit protects Redis and peers, not correctness
+        except BusBusy:  # overloaded, maybe by this very client: not let through unchecked
+            self.metrics.drops.labels("rate_unchecked").inc()
+            conn.error(ErrorCode.UNAVAILABLE, "gateway busy, message dropped; retry")
+            return False
         if count <= limit:
             return True
         if count >= 2 * limit:
@@ -573,7 +580,7 @@ class Gateway:
             )
             try:
                 published = await self.publish(envelope)
-            except BusUnavailable:
+            except (BusUnavailable, BusBusy):
                 conn.error(ErrorCode.UNAVAILABLE, "bus unavailable, message not accepted", ref=msg)
                 return
             _ack(conn, msg, {"id": published.id, "room": room, "offset": published.offset})
@@ -609,13 +616,10 @@ class Gateway:
         """A client acknowledged a server message: stop resending it and take it out of the
         user's mailbox."""
         self.metrics.acks.inc()
-        conn.ack_received(ack_id)
-        if conn.kind == "user" and conn.principal is not None:
-            asyncio.get_running_loop().create_task(self._unfile(conn.principal.id, ack_id))
-
-    async def _unfile(self, user_id: str, envelope_id: str) -> None:
-        with contextlib.suppress(BusUnavailable, *CONNECTION_ERRORS):
-            await self._unfile_script(keys=keys.mailbox_keys(user_id), args=[envelope_id])
+        # Only an ack of a message this connection waits for touches the mailbox: acks of
+        # anything else cost nothing (mailbox messages wait here too once delivered).
+        if conn.ack_received(ack_id) and conn.kind == "user" and conn.principal is not None:
+            self.mailbox_writes.remove(conn.principal.id, ack_id)
 
     # ------------------------------------------------------------------ fan-out
     def _from_bus(self, room: str | None, raw: bytes) -> Outgoing | None:
@@ -700,7 +704,9 @@ class Gateway:
     async def catch_up(self) -> None:
         """After the bus reconnects: hand local members what was published while the
         subscriber was away (from each served room's history), so no accepted message is
-        missed live. Duplicates with the live stream are dropped by offset."""
+        missed live. Duplicates with the live stream are dropped by offset. Revocations
+        announced meanwhile were missed too: the sessions are checked against Redis."""
+        await sweep_revoked(self)
         for room, (epoch, last) in list(self.last_offset.items()):
             try:
                 async with translate_errors("catch-up"):
@@ -710,7 +716,7 @@ class Gateway:
                     entries = await self.redis.xrange(
                         keys.room_history(room), min=f"{last + 1}-1", max="+"
                     )
-            except BusUnavailable:
+            except BUS_ERRORS:
                 return
             for entry_id, fields in entries:
                 offset = int(entry_id.split(b"-")[0])
@@ -722,6 +728,8 @@ class Gateway:
             asyncio.get_running_loop().create_task(self._acl_changed(data))
         elif channel == keys.POLICY_CHANGED_CHANNEL:
             asyncio.get_running_loop().create_task(self.load_policy())
+        elif channel == keys.REVOCATIONS_CHANNEL:
+            close_revoked(self, data)
         elif channel == keys.gateway_control_channel(self.settings.gateway_id):
             try:
                 command = msgspec.json.decode(data)
@@ -732,33 +740,38 @@ class Gateway:
                 asyncio.get_running_loop().create_task(self.drain(partial=fraction))
 
     async def _acl_changed(self, data: bytes) -> None:
-        """Re-check the affected subscriptions; evict those no longer allowed."""
+        """Re-check the subscriptions the change may affect (``aclchanges``: roomauthz's
+        ``may_affect``, for every relation); evict those no longer allowed. An event that
+        cannot be read re-checks every subscription."""
         self._authz_cache.clear()
         try:
-            event = msgspec.json.decode(data)
-            changes = event.get("changes", [])
-        except (msgspec.MsgspecError, AttributeError):
-            changes = []
-        affected: set[Connection] = set()
-        for change in changes if isinstance(changes, list) else []:
-            relation = change.get("relation")
-            subject = str(change.get("subject_id", ""))
-            if relation == "agent_group":
-                affected |= self.rooms.get(f"agent-{subject}", set())
-            else:
-                for (_kind, uid), conns in self.by_user.items():
-                    if uid == subject:
-                        affected.update(conns)
+            changes = parse_acl_event(data).changes
+        except ValueError:
+            changes = ()
         if not changes:
-            affected = set(self.connections)
-        for conn in affected:
-            await self._recheck(conn)
+            for conn in list(self.connections):
+                await self.recheck(conn)
+            return
+        candidates: set[Connection] = set()
+        for change in changes:
+            for room in aclchanges.candidate_rooms(change):
+                candidates |= self.rooms.get(room, set())
+            kind, pid = aclchanges.candidate_principal(change)
+            candidates.update(self.by_user.get((_KIND_CODES[kind], pid), ()))
+        for conn in candidates:
+            if conn.principal is None:
+                continue
+            rooms = aclchanges.rooms_to_recheck(changes, conn.kind, conn.user_id, conn.rooms)
+            if rooms:
+                await self.recheck(conn, rooms)
 
-    async def _recheck(self, conn: Connection) -> None:
+    async def recheck(self, conn: Connection, rooms: list[str] | None = None) -> None:
+        """Ask roomauthz again about ``rooms`` (default: every room but the personal ones)
+        and evict the connection from those no longer allowed, with the reason."""
         if conn.principal is None or conn.sm.state is not State.OPEN:
             return
         personal = {f"user-{conn.user_id}", f"session-{conn.principal.session_id}"}
-        rooms = [r for r in conn.rooms if r not in personal]
+        rooms = [r for r in (conn.rooms if rooms is None else rooms) if r not in personal]
         if not rooms:
             return
         try:
@@ -778,7 +791,7 @@ class Gateway:
         try:
             async with translate_errors("policy"):
                 raw = await self.redis.hgetall(keys.LIVE_POLICY)
-        except BusUnavailable:
+        except BUS_ERRORS:
             return
         if not raw:
             return
@@ -801,7 +814,7 @@ class Gateway:
     # ------------------------------------------------------------------ presence & sweeping
     async def _presence_loop(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+            with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
                 await self._report_presence()
                 await self._forget_dead_gateways()
             await asyncio.sleep(self.settings.presence_interval)
@@ -851,7 +864,7 @@ class Gateway:
         if partial >= 1.0:
             self.draining = True
             self.metrics.draining.set(1)
-            with contextlib.suppress(*CONNECTION_ERRORS, BusUnavailable):
+            with contextlib.suppress(*CONNECTION_ERRORS, *BUS_ERRORS):
                 await self._report_presence()
         conns = list(self.connections)
         random.shuffle(conns)
@@ -909,7 +922,3 @@ def _age_seconds(timestamp: str) -> float:
         return time.time() - datetime.fromisoformat(timestamp).timestamp()
     except ValueError:
         return 0.0
-
-
-def _int_or_str(value: str) -> int | str:
-    return int(value) if value.isdigit() else value

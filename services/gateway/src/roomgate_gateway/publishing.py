@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from roomgate_common.envelope import make_envelope
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.telemetry import inject_trace
 
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
@@ -83,6 +83,8 @@ async def publish_event(
         published = await gw.publish(envelope)
     except BusUnavailable:
         raise PublishError(503, "unavailable", "bus unavailable; message not accepted") from None
+    except BusBusy:
+        raise PublishError(503, "unavailable", "gateway busy; message not accepted") from None
     return {
         "id": published.id,
         "room": published.room,

@@ -37,8 +37,22 @@ class GatewaySettings(ServiceSettings):
     # Hard ceiling of a WebSocket frame (the transport refuses bigger ones with 1009).
     max_frame_bytes: int = Field(default=1 << 20, ge=1024)
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
+    # Connects of one principal per calendar minute, cluster-wide; beyond: 4029.
+    max_connects_per_principal_per_minute: int = Field(default=60, ge=1)
+    # Agent presence (agent_connected/agent_disconnected) is announced at most once per
+    # agent per this many seconds; the state at the window's end wins.
+    agent_presence_window: float = Field(default=2.0, gt=0)
     max_inflated_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_messages: int = Field(default=50, ge=1)
+    # Per-connection inbound budget (budget.py): every message counts — pings (at
+    # inbound_ping_cost of a message), acks, batch/compressed and each message inside —
+    # refilled at inbound_rate per second up to inbound_burst; over it messages are dropped,
+    # inbound_burst more and the connection is closed 4030. The read loop yields to the
+    # event loop every inbound_yield_every messages.
+    inbound_rate: float = Field(default=200.0, gt=0)
+    inbound_burst: float = Field(default=500.0, ge=1)
+    inbound_ping_cost: float = Field(default=0.1, gt=0, le=1)
+    inbound_yield_every: int = Field(default=16, ge=1)
     # Messages per outbound `batch` frame when several wait for one client; 1 disables.
     outbound_batch_max: int = Field(default=10, ge=1)
     # Outbound messages at least this big are sent `compressed` to clients that asked.
@@ -51,6 +65,8 @@ class GatewaySettings(ServiceSettings):
     # calls at a time.
     authz_batch_max: int = Field(default=500, ge=1)
     authz_calls_in_flight: int = Field(default=4, ge=1)
+    # Longer tokens are refused before any call to auth (keep it <= auth's MAX_TOKEN_BYTES).
+    max_token_bytes: int = Field(default=8192, ge=512)
     auth_breaker_failures: int = Field(default=5, ge=1)
     auth_breaker_recovery: float = Field(default=10.0, gt=0)
     # Publishing API: the permission a service principal needs to publish.
@@ -63,6 +79,17 @@ class GatewaySettings(ServiceSettings):
     reconnect_jitter_ms: int = Field(default=5000, ge=0)
 
     presence_interval: float = Field(default=5.0, gt=0)
+
+    # --- Redis client ----------------------------------------------------------------------
+    # The command client's pool: at most redis_pool_size connections; a command finding
+    # none free waits redis_pool_timeout seconds, then fails as "busy" (never "Redis down").
+    redis_pool_size: int = Field(default=64, ge=2)
+    redis_pool_timeout: float = Field(default=2.0, gt=0)
+    # Mailbox writes (filing requiresAck deliveries, removing acked messages) of one event-
+    # loop turn go in one pipeline of at most mailbox_batch_max operations; at most
+    # mailbox_backlog_max wait behind a slow Redis, the rest are dropped and counted.
+    mailbox_batch_max: int = Field(default=1000, ge=1)
+    mailbox_backlog_max: int = Field(default=100_000, ge=1)
 
     # --- acknowledged delivery (server -> client) ----------------------------------------
     # A `requiresAck` message not acked within ack_timeout is sent again, up to ack_retries

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from roomgate.auth.v1 import auth_pb2
 from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.grpcserver import is_admin
 from roomgate_common.rooms import is_canonical_id
 
@@ -151,6 +151,8 @@ class RoomAuthzServicer(pb_grpc.RoomAuthzServiceServicer):
             facts = await self.store.facts(lookups) if lookups else {}
         except BusUnavailable:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "acl data unavailable (redis)")
+        except BusBusy:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "roomauthz busy, retry")
         decisions = [
             self.policy.decide(principal, room, action, message_type, facts)
             for principal, room, action, message_type in items
@@ -260,6 +262,8 @@ class AclAdminServicer(pb_grpc.AclAdminServiceServicer):
             version, changes = await self.store.change(add, remove)
         except BusUnavailable:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "acl data unavailable (redis)")
+        except BusBusy:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "roomauthz busy, retry")
         log.info(
             "acl change applied",
             extra={
@@ -289,6 +293,8 @@ class AclAdminServicer(pb_grpc.AclAdminServiceServicer):
             entries, version = await self.store.list(relations, request.subject_id)
         except BusUnavailable:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "acl data unavailable (redis)")
+        except BusBusy:
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "roomauthz busy, retry")
         return pb.ListAclResponse(
             entries=[
                 pb.AclEntry(

@@ -1,0 +1,106 @@
+"""Cluster-wide connection counts (per IP, per principal) and connect rates (per principal)
+in Redis.
+
+Each count is a hash with one field per gateway (``keys.conn_count_*``); the gateway
+remembers the hashes it has a field in (``keys.gateway_count_keys``) so that the others can
+forget its counts if it dies. A field is deleted when its count reaches zero, and the hash
+leaves the gateway's set with it: neither grows with every IP and principal ever seen.
+
+The gateway keeps its own reference count per hash (``refs``), changed before any Redis
+call: the set entry is removed when the last local connection leaves a hash, never while
+another local connection is being counted there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from roomgate_common import keys
+from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis
+
+# Count one connection in a cluster-wide hash (field per gateway) unless the total is at
+# the limit. One key per script: it works in a Redis Cluster (IP and user hashes live on
+# different shards).
+COUNT_SCRIPT = """
+local sum = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
+if sum >= tonumber(ARGV[2]) then return 1 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+return 0
+"""
+
+# Returns 1 when this gateway's field is gone (its count reached zero).
+UNCOUNT_SCRIPT = """
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+# One more connect of a principal in this window; the count so far.
+CONNECT_RATE_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+class ConnectionCounts:
+    """This gateway's share of the cluster-wide connection counts (raises redis errors:
+    callers translate them)."""
+
+    def __init__(self, redis: Redis, gateway_id: str) -> None:
+        self._redis = redis
+        self._gid = gateway_id
+        self._set = keys.gateway_count_keys(gateway_id)
+        self._count = redis.register_script(COUNT_SCRIPT)
+        self._uncount = redis.register_script(UNCOUNT_SCRIPT)
+        self._connect_rate = redis.register_script(CONNECT_RATE_SCRIPT)
+        self.refs: dict[str, int] = {}
+
+    async def connect_allowed(self, principal: str, per_minute: int) -> bool:
+        """Count one connect of ``principal`` (``kind:id``) in this calendar minute,
+        cluster-wide; False beyond ``per_minute`` (reconnect churn, e.g. a flapping agent)."""
+        window = int(time.time() // 60)
+        connects = await self._connect_rate(keys=[keys.rate_connect(principal, window)], args=[120])
+        return int(connects) <= per_minute
+
+    async def count(self, limited: list[tuple[str, int]]) -> int | None:
+        """Count one connection in each ``(key, limit)`` in order; the index of the first
+        key at its limit (nothing stays counted then), or None when all were counted."""
+        counted: list[str] = []
+        for index, (key, limit) in enumerate(limited):
+            self._ref(key, 1)
+            try:
+                refused = await self._count(keys=[key], args=[self._gid, limit])
+            except BaseException:
+                self._ref(key, -1)
+                with contextlib.suppress(*CONNECTION_ERRORS):
+                    await self.uncount(counted)
+                raise
+            if refused:
+                self._ref(key, -1)
+                await self.uncount(counted)
+                return index
+            counted.append(key)
+        # Remembered so that the others can forget these counts if this gateway dies.
+        await self._redis.sadd(self._set, *counted)
+        return None
+
+    async def uncount(self, counted: list[str]) -> None:
+        for key in counted:
+            self._ref(key, -1)
+        for key in counted:
+            gone = await self._uncount(keys=[key], args=[self._gid])
+            if gone and not self.refs.get(key):
+                await self._redis.srem(self._set, key)
+
+    def _ref(self, key: str, delta: int) -> None:
+        n = self.refs.get(key, 0) + delta
+        if n > 0:
+            self.refs[key] = n
+        else:
+            self.refs.pop(key, None)
