@@ -5,8 +5,9 @@
         ├── KubeUnavailable      the API server is unreachable, overloaded or lost a race
         └── NotFound             the object does not exist (e.g. the target Deployment)
 
-Redis failures are ``roomgate_common.errors.BusUnavailable``. Handlers turn
-``KubeUnavailable`` and ``BusUnavailable`` into ``kopf.TemporaryError``.
+Redis failures are ``roomgate_common.errors.BusUnavailable`` (Redis down) or ``BusBusy`` (this
+process's pool had no free connection in time). Handlers turn ``KubeUnavailable`` and both
+of those into ``kopf.TemporaryError``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
 * a timer per policy: the whole level-based reconcile (limits again, status, scaling);
 * delete (optional, no finalizer): the gateways go back to their own settings.
 
-Transient failures (Redis, the API server) raise ``kopf.TemporaryError``; a policy that
+Transient failures (Redis down or this process's Redis pool busy, the API server) raise
+``kopf.TemporaryError``; a policy that
 cannot be applied is reported ``Degraded`` and raises ``kopf.PermanentError`` in change
 handlers (kopf stops retrying that change; the timer keeps looking, so a fix is seen).
 """
@@ -18,7 +19,7 @@ import logging
 from typing import Any
 
 import kopf
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.metrics import MetricsServer
 from roomgate_common.redis_adapter import connect
 
@@ -110,15 +111,19 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
             async with state.lock:
                 if memo.get("stopping"):
                     return
-                await reconciler.apply_limits(body, state)
+                try:
+                    await reconciler.apply_limits(body, state)
+                except (InvalidPolicy, NotFound) as exc:
+                    # Reported under the lock: cleanup closes the clients only after it
+                    # (a report after the lock could meet a closed Kubernetes client).
+                    await _degrade(reconciler, body, exc)
+                    raise
         except InvalidPolicy as exc:
-            await _degrade(reconciler, body, exc)
             raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from None
         except NotFound as exc:
             # The Deployment may come later (e.g. a policy applied before the chart).
-            await _degrade(reconciler, body, exc)
             raise kopf.TemporaryError(str(exc), delay=TARGET_RETRY_DELAY) from None
-        except (KubeUnavailable, BusUnavailable) as exc:
+        except (KubeUnavailable, BusUnavailable, BusBusy) as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=config.reconcile_interval, registry=registry)
@@ -133,15 +138,18 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         except (InvalidPolicy, NotFound):
             # Reported as Degraded in status (and logged once); looked at next tick.
             reconciler.metrics.errors.labels("degraded").inc()
-        except (KubeUnavailable, BusUnavailable) as exc:
+        except (KubeUnavailable, BusUnavailable, BusBusy) as exc:
             reconciler.metrics.errors.labels("transient").inc()
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         try:
-            await memo["reconciler"].forget(body)
-        except BusUnavailable as exc:
+            async with _state(memo).lock:
+                if memo.get("stopping"):
+                    return
+                await memo["reconciler"].forget(body)
+        except (BusUnavailable, BusBusy) as exc:
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
 
     return registry
