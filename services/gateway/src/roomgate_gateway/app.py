@@ -32,6 +32,7 @@ from roomgate_gateway.publishing import (
     publish_event,
 )
 from roomgate_gateway.settings import GatewaySettings
+from roomgate_gateway.tracing import traced_endpoint
 from roomgate_gateway.wsprotocol import DIRECT_EXTENSION
 
 
@@ -139,7 +140,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
-            Route("/api/v1/publish", publish, methods=["POST"]),
+            Route("/api/v1/publish", traced_endpoint(gateway.tracer, publish), methods=["POST"]),
             # The same protocol over SSE + POST when WebSockets are blocked.
             *fallback_routes(gateway),
         ],
