@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from roomgate_gateway import redaction
+from roomgate_gateway import redaction, scrape
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.fallback import fallback_routes
 from roomgate_gateway.gateway import Gateway
@@ -111,6 +111,7 @@ def create_app(
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     async def metrics_endpoint(_request: Request) -> Response:
+        await scrape.refresh(gateway)  # Redis INFO memory, limits: per scrape, not per message
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def publish(request: Request) -> Response:

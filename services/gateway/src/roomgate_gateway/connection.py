@@ -338,6 +338,7 @@ class Connection:
         if extra:
             raw = raw[:-1] + b"," + _json.encode(extra)[1:]
         self.gw.metrics.messages_out.labels(type_).inc()
+        self.gw.metrics.bytes_out.inc(len(raw))
         self.deliver(Outgoing(raw.decode(), "high"))  # type: ignore[arg-type]
 
     def error(
@@ -387,6 +388,7 @@ class Connection:
         gw = self.gw
         if token is None:
             token, self._token = self._token, None
+        opened = 0.0  # when authenticated: the connection duration histogram
         try:
             if (await self._receive())["type"] != "websocket.connect":
                 return
@@ -400,6 +402,7 @@ class Connection:
             token = None  # this frame lives as long as the connection; the token must not
             if not authenticated:
                 return
+            opened = time.monotonic()
             await self._read_loop()  # returns when the client goes away or is closed
         except Closing:
             pass
@@ -408,6 +411,8 @@ class Connection:
             await self.close(CloseCode.INTERNAL_ERROR)
         finally:
             await gw.unregister(self)
+            if opened:
+                gw.metrics.connection_duration.observe(time.monotonic() - opened)
             if self.sm.state is not State.CLOSED:
                 self.sm.to(State.CLOSED)
             if self._expiry_timer is not None:
@@ -576,6 +581,7 @@ class Connection:
 
     # ------------------------------------------------------------------ inbound
     async def handle_raw(self, raw: str | bytes, *, nested: bool = False) -> None:
+        self.gw.metrics.bytes_in.inc(len(raw))
         try:
             msg = p.parse_message(raw, nested=nested)
         except p.ProtocolError as exc:

@@ -491,6 +491,7 @@ class Gateway:
         held = conn.recovering.pop(room, [])
         if not conn.recovering:
             conn.recovering = None
+        self.metrics.recoveries.labels("recovered" if recovered else "not_recovered").inc()
         data: dict[str, Any] = {"room": room, "recovered": recovered, "epoch": epoch}
         if recovered:
             data["replayed"] = len(replay)
@@ -702,6 +703,7 @@ class Gateway:
             for conn in tuple(members):
                 conn.deliver(out)
             self.metrics.deliveries.inc(self.delivered - before)
+            self.metrics.bytes_out.inc(len(out.frame) * (self.delivered - before))
             self.metrics.delivery_latency.observe(max(0.0, out.age))
         finally:
             if span is not None:
