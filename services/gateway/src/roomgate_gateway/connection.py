@@ -240,6 +240,7 @@ class Connection:
             dropped = self._queue.push(item)
         except SlowConsumer:
             self.gw.metrics.drops.labels("slow_consumer").inc(len(self._queue) + 1)
+            self.gw.metrics.slow_consumer_closes.inc()
             self.close_soon(CloseCode.TRY_AGAIN_LATER, reason=SLOW_CONSUMER_REASON)
             return
         if dropped is not None:

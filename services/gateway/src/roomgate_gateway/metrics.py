@@ -102,6 +102,16 @@ class GatewayMetrics:
             ["field"],
             registry=r,
         )
+        self.slow_consumer_closes = Counter(
+            f"{p}_slow_consumer_closes",
+            "Connections closed because their outbound queue overflowed",
+            registry=r,
+        )
+        self.auth_breaker_open = Gauge(
+            f"{p}_auth_breaker_open",
+            "1 while the auth circuit breaker is not closed (open or probing), read at scrape",
+            registry=r,
+        )
         self.max_rooms = Gauge(
             f"{p}_max_rooms",
             "Rooms this gateway may serve (ROOMGATE_MAX_ROOMS_PER_GATEWAY)",

@@ -1,6 +1,7 @@
 """What the gateway reads at each Prometheus scrape, not per message: Redis's ``INFO memory``
 (there is no Redis exporter in the stack; every gateway reports the Redis it uses, the
-dashboard takes the max) and the limits the saturation alert compares against."""
+dashboard takes the max), the auth breaker's state, and the limits the saturation alert
+compares against."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from roomgate_common.redis_adapter import CONNECTION_ERRORS
 
+from roomgate_gateway.breaker import BreakerState
 from roomgate_gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ async def refresh(gateway: Gateway) -> None:
     scrape itself must answer; ``roomgate_gateway_redis_up`` says Redis is down)."""
     m = gateway.metrics
     m.max_rooms.set(gateway.settings.max_rooms_per_gateway)
+    m.auth_breaker_open.set(0 if gateway.auth.breaker.state is BreakerState.CLOSED else 1)
     try:
         info: Any = await asyncio.wait_for(gateway.redis.info("memory"), INFO_TIMEOUT)
     except (TimeoutError, *CONNECTION_ERRORS):

@@ -229,6 +229,7 @@ class Reconciler:
         if _differs(status, new):
             await self.kube.patch_status(meta.namespace, meta.name, new)
         self._observe(f"{meta.namespace}/{meta.name}", new)
+        self.metrics.generation.labels(f"{meta.namespace}/{meta.name}").set(meta.generation)
         return new
 
     def _observe(self, policy: str, status: Mapping[str, Any]) -> None:
