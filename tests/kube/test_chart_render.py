@@ -215,6 +215,7 @@ def test_dashboard_uses_the_services_metric_names() -> None:
         "roomgate_auth_": "auth",
         "roomauthz_": "roomauthz",
         "roomgate_escalation_": "escalation",
+        "roomgate_operator_": "operator",
     }
     text = (CHART / "files" / "dashboard.json").read_text()
     names = set(re.findall(r"\b(roomgate_[a-z_]+|roomauthz_[a-z_]+)", text))
