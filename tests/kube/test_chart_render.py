@@ -213,7 +213,7 @@ def test_dashboard_uses_the_services_metric_names() -> None:
     owners = {
         "roomgate_gateway_": "gateway",
         "roomgate_auth_": "auth",
-        "roomauthz_": "roomauthz",
+        "roomgate_roomauthz_": "roomauthz",
         "roomgate_escalation_": "escalation",
         "roomgate_operator_": "operator",
     }

@@ -2,7 +2,7 @@
 
 Metric names are the services' own (grep `Counter(`/`Gauge(`/`Histogram(` in
 services/*/src/*/metrics.py and server.py): roomgate_gateway_*, roomgate_auth_*,
-roomauthz_* (roomauthz's prefix), roomgate_escalation_*.
+roomgate_roomauthz_*, roomgate_escalation_*, roomgate_operator_*.
 
     .venv/bin/python tools/kube/gen_dashboard.py [--check]
 """
@@ -197,7 +197,7 @@ def build() -> dict[str, Any]:
     )
     panel(
         "Room authorisation latency",
-        quantiles("roomauthz_decision_seconds", "method")
+        quantiles("roomgate_roomauthz_decision_seconds", "method")
         + [(e, f"gateway view {lg}") for e, lg in quantiles(f"{g}_authz_latency_seconds", sel=GW)],
         "s",
     )
@@ -211,7 +211,7 @@ def build() -> dict[str, Any]:
         "gRPC requests by service and code",
         [(
             "sum by (__name__, code) (rate({__name__=~"
-            '"(roomgate_auth|roomauthz|roomgate_escalation)_grpc_requests_total", '
+            '"(roomgate_auth|roomgate_roomauthz|roomgate_escalation)_grpc_requests_total", '
             f"{SEL}}}[$__rate_interval]))",
             "{{__name__}} {{code}}",
         )],
