@@ -234,7 +234,7 @@ class JaegerQuery:
 
     def ready(self) -> bool:
         try:
-            return isinstance(_get_json(f"{self.base}/api/services", 1.0).get("data"), list)
+            return "data" in _get_json(f"{self.base}/api/services", 1.0)  # null when empty
         except (OSError, ValueError):
             return False
 

@@ -234,6 +234,9 @@ class Reconciler:
 
     def _observe(self, policy: str, status: Mapping[str, Any]) -> None:
         m = self.metrics
+        for direction in ("up", "down"):  # exported at 0: increase() sees the first event
+            m.scales.labels(policy, direction)
+        m.drains.labels(policy)
         m.connections.labels(policy).set(status["observedConnections"])
         m.live_gateways.labels(policy).set(status["liveGateways"])
         m.current.labels(policy).set(status["currentReplicas"])
