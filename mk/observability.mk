@@ -16,8 +16,8 @@ OBS_BIN := $(OBS_TOOLS)/bin
 OBS_GO := env GOMAXPROCS=2 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local nice -n 10 go
 
 JAEGER_BIN := $(OBS_TOOLS)/jaeger-$(JAEGER_VERSION)
-PROMETHEUS_BIN := $(OBS_TOOLS)/prometheus-$(PROMETHEUS_VERSION)
-PROMTOOL_BIN := $(OBS_TOOLS)/promtool-$(PROMETHEUS_VERSION)
+PROMETHEUS_BIN := $(OBS_TOOLS)/prometheus-$(PROMETHEUS_VERSION)-minsd
+PROMTOOL_BIN := $(OBS_TOOLS)/promtool-$(PROMETHEUS_VERSION)-minsd
 
 TEST_DEPS += obs-tools
 
@@ -32,16 +32,20 @@ $(JAEGER_BIN): | tools/obs/jaeger/go.mod tools/obs/jaeger/go.sum
 	mv $@.tmp $@
 
 # Without the `builtinassets` tag: no web UI (the tests and `make dev` use the HTTP API).
+# `remove_all_sd`: Prometheus's documented build without the cloud service discoveries
+# (AWS, Azure, GCE, Kubernetes... SDKs): static and file targets are all the local stack
+# needs, and the cold build is much shorter.
+PROMETHEUS_TAGS ?= remove_all_sd
 $(PROMETHEUS_BIN):
 	@mkdir -p $(OBS_TOOLS)/gobin-prometheus
-	GOBIN=$(OBS_TOOLS)/gobin-prometheus $(OBS_GO) install -trimpath -ldflags "-s -w" \
-		github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
+	GOBIN=$(OBS_TOOLS)/gobin-prometheus $(OBS_GO) install -trimpath -tags "$(PROMETHEUS_TAGS)" \
+		-ldflags "-s -w" github.com/prometheus/prometheus/cmd/prometheus@$(PROMETHEUS_VERSION)
 	mv $(OBS_TOOLS)/gobin-prometheus/prometheus $@
 
 $(PROMTOOL_BIN):
 	@mkdir -p $(OBS_TOOLS)/gobin-promtool
-	GOBIN=$(OBS_TOOLS)/gobin-promtool $(OBS_GO) install -trimpath -ldflags "-s -w" \
-		github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+	GOBIN=$(OBS_TOOLS)/gobin-promtool $(OBS_GO) install -trimpath -tags "$(PROMETHEUS_TAGS)" \
+		-ldflags "-s -w" github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 	mv $(OBS_TOOLS)/gobin-promtool/promtool $@
 
 $(OBS_BIN)/jaeger: $(JAEGER_BIN)

@@ -490,10 +490,12 @@ async def test_every_dashboard_query_returns_data(stack: LocalStack, cluster: Cl
     Prometheus: no error, no empty result; the variables' own queries return this release."""
     watchers = await drive_traffic(stack)
     async with clients(*watchers), operator_scenario(stack, cluster):
-        await evaluate_dashboard(stack)
+        report = await evaluate_dashboard(stack)
+    # (after the operator: KopfRunner captures stdout while it runs)
+    print("\ndashboard queries (series, panel [ref], first values):\n" + "\n".join(report))
 
 
-async def evaluate_dashboard(stack: LocalStack) -> None:
+async def evaluate_dashboard(stack: LocalStack) -> list[str]:
     prom: PrometheusAPI = stack.prometheus
     up = {t["labels"]["pod"]: t["health"] for t in await asyncio.to_thread(prom.targets)}
     assert set(up) == {*GATEWAYS, "auth-0", "roomauthz-0", "escalation-0", "operator-0"}, up
@@ -521,9 +523,9 @@ async def evaluate_dashboard(stack: LocalStack) -> None:
         report.append(f"{len(result):3d} series  {title} [{ref}]  e.g. {values[:3]}")
         if not result:
             failures.append(f"{title} [{ref}]: empty\n    {expr}")
-    print("\ndashboard queries:\n" + "\n".join(report))
     (stack.state_dir / "dashboard-queries.txt").write_text("\n".join(report) + "\n")
     assert not failures, "\n".join(failures)
+    return report
 
 
 # --------------------------------------------------------------------------- alerts

@@ -229,8 +229,9 @@ class JaegerQuery:
         self.base = f"http://127.0.0.1:{port}"
 
     @property
-    def ui(self) -> str:
-        return f"{self.base}/search"
+    def api(self) -> str:
+        """Where to look (a `go build` of Jaeger has no UI assets: the API it serves)."""
+        return f"{self.base}/api/services"
 
     def ready(self) -> bool:
         try:

@@ -431,7 +431,7 @@ class LocalStack:
             "jaeger",
             jaeger_process(self.state_dir, o, log),
             self.jaeger.ready,
-            address=self.jaeger.ui,
+            address=self.jaeger.api,
         )
         targets = [
             ScrapeTarget(f"127.0.0.1:{port}", "gateway", gid)
