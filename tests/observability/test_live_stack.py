@@ -51,7 +51,7 @@ from tests.operator.conftest import (
     run_operator,
 )
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "roomgate" / "files" / "dashboard.json"
@@ -318,6 +318,52 @@ async def test_one_publish_is_one_trace_in_jaeger(stack: LocalStack) -> None:
         for d in delivers
     }
     assert instances == set(GATEWAYS)  # each gateway's fan-out
+
+
+async def test_escalation_continues_the_alerts_trace(stack: LocalStack) -> None:
+    """alert_triggered published with a traceparent -> escalation consumes it, its timer fires a
+    second later and publishes alert_escalated: all in the caller's trace, one tree."""
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4737"
+    async with httpx.AsyncClient(timeout=10) as http:
+        await publish(
+            http,
+            stack,
+            "alerts",
+            "alert_triggered",
+            {
+                "alert_id": "trace-1",
+                "severity": "critical",
+                "title": "disk full",
+                "actions": [{"type": "escalate", "delay": 1, "target": "team-7"}],
+            },
+            traceparent=f"00-{trace_id}-{CALLER_SPAN}-01",
+            priority="high",
+        )
+
+    def escalated() -> dict[str, Any] | None:
+        trace = stack.jaeger.trace(trace_id)
+        names = {s["operationName"] for s in (trace or {}).get("spans", [])}
+        return trace if "publish alert_escalated" in names else None
+
+    trace = await wait_for(escalated, "alert_escalated in the alert's trace", 30)
+    lines = tree(trace)
+    print("\ntrace " + trace_id + " (alert_triggered -> alert_escalated):\n" + "\n".join(lines))
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    by_name = {s["operationName"]: s for s in spans.values()}
+    service = {n: trace["processes"][s["processID"]]["serviceName"] for n, s in by_name.items()}
+
+    def parent_name(name: str) -> str:
+        (ref,) = [r for r in by_name[name]["references"] if r["refType"] == "CHILD_OF"]
+        return str(spans[ref["spanID"]]["operationName"]) if ref["spanID"] in spans else "caller"
+
+    assert service["consume alert_triggered"] == "roomgate-escalation"
+    assert parent_name("consume alert_triggered") == "publish"  # the gateway's, through Redis
+    assert parent_name("publish") == "POST /api/v1/publish"
+    assert parent_name("POST /api/v1/publish") == "caller"
+    assert parent_name("publish alert_escalated") == "escalate"
+    assert service["escalate"] == "roomgate-escalation"
+    roots = [s for s in spans.values() if all(r["spanID"] not in spans for r in s["references"])]
+    assert [s["operationName"] for s in roots] == ["POST /api/v1/publish"]
 
 
 # ------------------------------------------------------------------------ dashboard
