@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from roomgate_gateway.codes import CloseCode, ErrorCode
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Connect outcomes (connection.py, gateway.register), exported at 0 from the start.
+CONNECT_OUTCOMES = (
+    "ok",
+    "unauthorized",
+    "auth_timeout",
+    "auth_unavailable",
+    "draining",
+    "gone",
+    "limit_ip",
+    "limit_user",
+    "redis_unavailable",
+)
 # Connection lifetimes: from a page view (seconds) to an agent's week-long session.
 DURATION_BUCKETS = (1, 10, 60, 300, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
 
@@ -117,6 +131,16 @@ class GatewayMetrics:
             "Rooms this gateway may serve (ROOMGATE_MAX_ROOMS_PER_GATEWAY)",
             registry=r,
         )
+        # Known label values exist at 0 from the start: rate() and increase() cannot see a
+        # series' first increment (the first 1013 after a deploy would read as 0/s).
+        for outcome in CONNECT_OUTCOMES:
+            self.connects.labels(outcome)
+        for close in CloseCode:
+            self.closes.labels(str(int(close)))
+        for error in ErrorCode:
+            self.errors.labels(error.value)
+        for recovery in ("recovered", "not_recovered"):
+            self.recoveries.labels(recovery)
         # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds,
         # process_max_fds: memory per connection, CPU, and the descriptor ceiling.
         ProcessCollector(registry=r)
