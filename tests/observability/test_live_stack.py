@@ -64,7 +64,7 @@ VARIABLES = {
     "$namespace": DEV_NAMESPACE,
     "$release": DEV_RELEASE,
     "$pod": ".*",
-    "$__rate_interval": "1m",
+    "$__rate_interval": "3m",  # the whole test's traffic (Grafana's is >= 4 scrape intervals)
     "$__range": "10m",
 }
 
@@ -109,10 +109,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     local = LocalStack(config)
     local.start(timeout=180)
     try:
+        # Prometheus hands new targets to its scrapers after up to 5 s (discovery updates are
+        # throttled): traffic before the first scrape would leave every counter flat.
+        deadline = time.monotonic() + 60
+        while not scraping(local.prometheus):
+            assert time.monotonic() < deadline, local.prometheus.targets()
+            time.sleep(0.5)
         yield local
     finally:
         local.stop()
     assert not [c.name for c in local.components if c.process.running]
+
+
+def scraping(prom: PrometheusAPI) -> bool:
+    """Every service (the operator aside: it runs in one test) scraped and up."""
+    targets = [t for t in prom.targets() if t["labels"]["pod"] != "operator-0"]
+    return len(targets) == 5 and all(t["health"] == "up" for t in targets)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -367,6 +379,38 @@ async def test_escalation_continues_the_alerts_trace(stack: LocalStack) -> None:
 
 
 # ------------------------------------------------------------------------ dashboard
+# Panels the traffic above must move off zero, not only fill (the rest may read 0 legitimately
+# at the moment of the query: queue depth, errors of a healthy stack, draining gateways...).
+NONZERO = {
+    ("Active connections per gateway", "B"),
+    ("Connection establishment rate by outcome", "A"),
+    ("Connection duration", "A"),
+    ("Reconnections (subscribe with since)", "A"),
+    ("Closes by code", "A"),
+    ("Slow-consumer closes", "A"),
+    ("Messages per second", "A"),
+    ("Messages per second", "B"),
+    ("Delivery latency (publish → socket)", "A"),
+    ("Failed deliveries by reason", "A"),
+    ("Errors sent to clients by code", "A"),
+    ("Memory per connection", "A"),
+    ("Bandwidth", "A"),
+    ("Bandwidth", "B"),
+    ("Redis memory", "A"),
+    ("Auth latency", "A"),
+    ("Room authorisation latency", "A"),
+    ("gRPC requests by service and code", "A"),
+    ("Escalations", "A"),
+    ("Escalations", "B"),
+    ("Policy generation: wanted vs applied", "A"),
+    ("Policy generation: wanted vs applied", "B"),
+    ("Scaling decisions", "A"),
+    ("Scaling decisions", "C"),
+    ("Drain", "A"),
+    ("Observed connections and live gateways", "A"),
+}
+
+
 def dashboard_queries() -> list[tuple[str, str, str]]:
     """(panel title, refId, expression with the variables substituted) of every panel."""
     d = json.loads(DASHBOARD.read_text())
@@ -417,6 +461,9 @@ async def drive_traffic(stack: LocalStack) -> list[ClientConnection]:
                 await recv_until(ws, lambda m: m["type"] == "error", timeout=5)
             await ws.close()
         await slow_consumer(http, stack)
+        for ws in watchers:  # client messages well after the first ones (rate() sees them)
+            await send(ws, {"type": "ping"})
+            await recv_until(ws, lambda m: m["type"] == "pong")
         # an escalation one second after its trigger
         await publish(
             http,
@@ -514,6 +561,12 @@ async def operator_scenario(stack: LocalStack, cluster: Cluster) -> AsyncIterato
                 timeout=20,
                 what="generation 1 applied by every gateway",
             )
+            # Prometheus has the operator's counters at 0 before the drain (else increase()
+            # cannot see it: a series born at 1 has no increase)
+            await wait_for(
+                lambda: stack.prometheus.query("roomgate_operator_drains_total"),
+                "the operator scraped",
+            )
             await presence(0, 1)  # gw-3 empties: it is drained first
             pubsub = redis.pubsub()
             await pubsub.subscribe(keys.gateway_control_channel("gw-3"))
@@ -557,9 +610,11 @@ async def evaluate_dashboard(stack: LocalStack) -> list[str]:
         "pod",
     )
     assert pods == sorted(GATEWAYS)
+    queries = dashboard_queries()
+    assert {(title, ref) for title, ref, _ in queries} >= NONZERO
     failures = []
     report = []
-    for title, ref, expr in dashboard_queries():
+    for title, ref, expr in queries:
         try:
             result = await asyncio.to_thread(prom.query, expr)
         except PromQLError as exc:
@@ -569,6 +624,8 @@ async def evaluate_dashboard(stack: LocalStack) -> list[str]:
         report.append(f"{len(result):3d} series  {title} [{ref}]  e.g. {values[:3]}")
         if not result:
             failures.append(f"{title} [{ref}]: empty\n    {expr}")
+        elif (title, ref) in NONZERO and not any(float(v) > 0 for v in values):
+            failures.append(f"{title} [{ref}]: all zero after the traffic\n    {expr}")
     (stack.state_dir / "dashboard-queries.txt").write_text("\n".join(report) + "\n")
     assert not failures, "\n".join(failures)
     return report
