@@ -199,7 +199,9 @@ def gateway_settings(
 
 
 @contextlib.asynccontextmanager
-async def services(redis_url: str) -> AsyncIterator[tuple[AuthServer, RoomAuthzServer]]:
+async def services(
+    redis_url: str, *, tracer_provider: Any = None
+) -> AsyncIterator[tuple[AuthServer, RoomAuthzServer]]:
     auth = AuthServer(
         AuthSettings.from_env(
             listen="127.0.0.1:0",
@@ -210,7 +212,8 @@ async def services(redis_url: str) -> AsyncIterator[tuple[AuthServer, RoomAuthzS
             admin_secret=ADMIN,
             metrics_listen="127.0.0.1:0",
             shutdown_grace=0.5,
-        )
+        ),
+        tracer_provider=tracer_provider,
     )
     authz = RoomAuthzServer(
         RoomAuthzSettings.from_env(
@@ -219,7 +222,8 @@ async def services(redis_url: str) -> AsyncIterator[tuple[AuthServer, RoomAuthzS
             admin_secret=ADMIN,
             shutdown_grace=0.5,
             acl_cache_ttl=0,
-        )
+        ),
+        tracer_provider=tracer_provider,
     )
     await auth.start()
     await authz.start()

@@ -216,8 +216,9 @@ def test_dashboard_uses_the_services_metric_names() -> None:
     owners = {
         "roomgate_gateway_": "gateway",
         "roomgate_auth_": "auth",
-        "roomauthz_": "roomauthz",
+        "roomgate_roomauthz_": "roomauthz",
         "roomgate_escalation_": "escalation",
+        "roomgate_operator_": "operator",
     }
     text = (CHART / "files" / "dashboard.json").read_text()
     names = set(re.findall(r"\b(roomgate_[a-z_]+|roomauthz_[a-z_]+)", text))

@@ -57,6 +57,7 @@ FREE_FORM: dict[str, dict[str, Any]] = {
     "networkPolicy.otlp.to": OBJECT_LIST,
     "networkPolicy.externalRedisTo": OBJECT_LIST,
     "serviceMonitor.labels": STRING_MAP,
+    "prometheusRule.labels": STRING_MAP,
     "dashboard.labels": STRING_MAP,
     "dashboard.annotations": STRING_MAP,
 }

@@ -150,6 +150,9 @@ redis+cluster://[:pw@]seed:6379, the first of the addresses (see docs/deploy.md)
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+# The pod a span comes from, in the trace backend (docs/observability.md).
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "service.instance.id=$(ROOMGATE_POD_NAME),k8s.pod.name=$(ROOMGATE_POD_NAME),k8s.namespace.name=$(ROOMGATE_NAMESPACE),service.namespace={{ $root.Release.Name }}"
 {{- range $name, $value := .values.env }}
 - name: {{ $name }}
   value: {{ $value | quote }}

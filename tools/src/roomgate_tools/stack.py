@@ -39,6 +39,16 @@ from pathlib import Path
 from types import TracebackType
 
 from roomgate_tools.containers import REDIS_USER, ContainerProcess, ContainerRuntime, Mount
+from roomgate_tools.observability import (
+    ALERT_RULES,
+    JaegerQuery,
+    ObsPorts,
+    PrometheusAPI,
+    ScrapeTarget,
+    jaeger_process,
+    prometheus_config,
+    prometheus_process,
+)
 from roomgate_tools.procs import ManagedProcess, ProcessError, RedisProcess, which
 
 # Same name as the chart's ingress cookie (charts/roomgate/values.yaml:
@@ -125,14 +135,18 @@ class StackPorts:
 
     def busy(self) -> list[tuple[str, int]]:
         """The ports something already listens on."""
-        taken = []
-        for name, port in self.items():
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    taken.append((name, port))
-        return taken
+        return _busy(self.items())
+
+
+def _busy(items: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    taken = []
+    for name, port in items:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append((name, port))
+    return taken
 
 
 # ---------------------------------------------------------------------------- config
@@ -156,6 +170,14 @@ class StackConfig:
     aof: bool = True
     # None: processes from the venv; else containers of these images (see the docstring).
     containers: ContainerRuntime | None = None
+    # Jaeger (every service exports its spans to it) and Prometheus (scrapes every service,
+    # evaluates ``rule_files``): roomgate_tools/observability.py. ``obs_ports`` None: free.
+    observability: bool = False
+    obs_ports: ObsPorts | None = None
+    scrape_interval: float = 1.0
+    rule_files: Sequence[Path] = (ALERT_RULES,)
+    # More /metrics endpoints to scrape: (host:port, component, pod), e.g. an operator.
+    extra_scrape_targets: Sequence[tuple[str, str, str]] = ()
 
     def resolved_secrets(self) -> dict[str, str]:
         if self.secrets is not None:
@@ -367,6 +389,9 @@ class LocalStack:
         self.layers: list[list[Component]] = []
         self.escalation_enabled = False
         self.stopped = False
+        self.obs_ports = config.obs_ports or ObsPorts.free()
+        self.jaeger = JaegerQuery(self.obs_ports.jaeger_query)
+        self.prometheus = PrometheusAPI(self.obs_ports.prometheus)
 
     # -------------------------------------------------------------------- addresses
     @property
@@ -418,10 +443,63 @@ class LocalStack:
             "ROOMGATE_LOG_LEVEL": self.config.log_level,
             "ROOMGATE_SHUTDOWN_GRACE": "3",
             **self.secrets,
+            **self._otlp_env(),
             **self.config.extra_env,
         }
         env.update({f"ROOMGATE_{k.upper()}": str(v) for k, v in values.items()})
         return env
+
+    def _otlp_env(self) -> dict[str, str]:
+        if not self.config.observability:
+            return {}
+        return {
+            "ROOMGATE_OTLP_ENDPOINT": f"http://127.0.0.1:{self.obs_ports.otlp}",
+            # Spans reach Jaeger within half a second (the SDK's default batch delay is 5 s).
+            "OTEL_BSP_SCHEDULE_DELAY": "500",
+        }
+
+    def _observability(self) -> list[Component]:
+        """Jaeger and Prometheus (scraping every service started here), when configured."""
+        if not self.config.observability:
+            return []
+        p, o = self.ports, self.obs_ports
+        for gw in self.layers[-1]:  # two gateways, one service name: tell their spans apart
+            gw.process.env["OTEL_RESOURCE_ATTRIBUTES"] = f"service.instance.id={gw.name}"
+        log = self.log_dir / "jaeger.log"
+        _rotate(log)
+        jaeger = Component(
+            "jaeger",
+            jaeger_process(self.state_dir, o, log),
+            self.jaeger.ready,
+            address=self.jaeger.api,
+        )
+        targets = [
+            ScrapeTarget(f"127.0.0.1:{port}", "gateway", gid)
+            for gid, port in zip(self.config.gateway_ids, p.gateways, strict=True)
+        ]
+        targets += [
+            ScrapeTarget(f"127.0.0.1:{p.auth_metrics}", "auth", "auth-0"),
+            ScrapeTarget(f"127.0.0.1:{p.roomauthz_metrics}", "roomauthz", "roomauthz-0"),
+        ]
+        if self.escalation_enabled:
+            targets.append(
+                ScrapeTarget(f"127.0.0.1:{p.escalation_metrics}", "escalation", "escalation-0")
+            )
+        targets += [ScrapeTarget(a, c, pod) for a, c, pod in self.config.extra_scrape_targets]
+        log = self.log_dir / "prometheus.log"
+        _rotate(log)
+        text = prometheus_config(
+            targets,
+            interval=self.config.scrape_interval,
+            rule_files=[f for f in self.config.rule_files if f.exists()],
+        )
+        prometheus = Component(
+            "prometheus",
+            prometheus_process(self.state_dir, o.prometheus, text, log),
+            self.prometheus.ready,
+            address=self.prometheus.base,
+        )
+        return [jaeger, prometheus]
 
     def _service(
         self, name: str, script: str, ready: Callable[[], bool], address: str, **env: object
@@ -572,6 +650,9 @@ class LocalStack:
             gateways.append(component)
 
         self.layers = [[redis_c], services, [lb_c], gateways]
+        obs = self._observability()
+        if obs:  # started with the services; stopped after them (their spans flush)
+            self.layers.insert(1, obs)
 
     def _redis_ready(self) -> bool:
         try:
@@ -591,6 +672,8 @@ class LocalStack:
         """Start every process and wait until each one is ready; on any failure stop what
         was started and raise ``StackError`` with the log tail of the culprit."""
         busy = self.ports.busy()
+        if self.config.observability:
+            busy += _busy(self.obs_ports.items())
         if busy:
             names = ", ".join(f"{name} {port}" for name, port in busy)
             raise StackError(

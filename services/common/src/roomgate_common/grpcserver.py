@@ -13,9 +13,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from roomgate_common.telemetry import grpc_server_interceptor
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class GrpcServer:
             MetricsInterceptor(registry, metrics_prefix)
         ]
         if tracer_provider is not None:
-            interceptors.insert(0, aio_server_interceptor(tracer_provider=tracer_provider))
+            interceptors.insert(0, grpc_server_interceptor(tracer_provider))
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[

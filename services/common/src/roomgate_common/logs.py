@@ -7,6 +7,19 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
+from roomgate_common.telemetry import current_ids
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` (hex, as trace backends show them) to every record
+    written inside a span, so a log line can be joined to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
+
 
 def setup_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
@@ -18,6 +31,7 @@ def setup_logging(service: str, level: str = "INFO") -> None:
             timestamp=False,
         )
     )
+    handler.addFilter(TraceContextFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -4,7 +4,7 @@ context of its own)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -64,3 +64,47 @@ def extract_trace(metadata: Mapping[str, Any] | None) -> otel_context.Context:
     """The context a ``traceparent`` in ``metadata`` names (the empty context without one)."""
     carrier = {k: v for k, v in (metadata or {}).items() if isinstance(v, str)}
     return propagate.extract(carrier)
+
+
+class SingleTracerProvider(trace.TracerProvider):
+    """A provider that hands out one tracer. The OpenTelemetry instrumentations take a
+    provider; a service that was given a tracer (the gateway, tests) wraps it in this."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+
+    def get_tracer(self, *_args: Any, **_kwargs: Any) -> trace.Tracer:
+        return self._tracer
+
+
+def _not_health_check() -> Any:
+    from opentelemetry.instrumentation.grpc import filters
+
+    # Readiness probes call Health/Check every second: one trace each would bury the rest.
+    return filters.negate(filters.health_check())
+
+
+def grpc_client_interceptors(tracer: trace.Tracer | None = None) -> Sequence[Any]:
+    """Interceptors for a ``grpc.aio`` channel: a CLIENT span per call, child of the current
+    span, and the W3C ``traceparent`` in the call's metadata (health checks excluded).
+    Without ``tracer`` the global provider's (a no-op until one is set)."""
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    provider = SingleTracerProvider(tracer) if tracer is not None else None
+    return list(aio_client_interceptors(tracer_provider=provider, filter_=_not_health_check()))
+
+
+def grpc_server_interceptor(tracer_provider: trace.TracerProvider) -> Any:
+    """The ``grpc.aio`` server interceptor: a SERVER span per call that continues the
+    caller's ``traceparent`` from the call metadata (health checks excluded)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    return aio_server_interceptor(tracer_provider=tracer_provider, filter_=_not_health_check())
+
+
+def current_ids() -> tuple[str, str] | None:
+    """(trace id, span id) in hex of the current span; None outside a recording span."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from roomgate_escalation.policy import ACTIVE_STATES
+from roomgate_escalation.policy import ACTIVE_STATES, SEVERITIES
 
 PREFIX = "roomgate_escalation"
 
@@ -38,6 +38,8 @@ class EscalationMetrics:
             ["severity"],
             registry=registry,
         )
+        for severity in SEVERITIES:  # exported at 0: rate() and increase() see the first fire
+            self.escalations.labels(severity)
         self.timer_lag = Histogram(
             f"{PREFIX}_timer_lag_seconds",
             "Fire time minus due time of each escalation level (Redis clock)",

@@ -4,6 +4,7 @@ callers see ``AuthRejected`` (with the auth service's reason) or ``PeerUnavailab
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -11,9 +12,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Tracer
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate.roomauthz.v1 import roomauthz_pb2, roomauthz_pb2_grpc
 from roomgate_common.errors import RoomgateError
+from roomgate_common.telemetry import grpc_client_interceptors
 
 from roomgate_gateway.breaker import CircuitBreaker
 
@@ -101,9 +105,11 @@ class PeerUnavailable(GatewayError):
     pass
 
 
-def _channel(addr: str) -> grpc.aio.Channel:
+def _channel(addr: str, tracer: Tracer | None) -> grpc.aio.Channel:
+    """A channel whose calls are CLIENT spans carrying the caller's trace to the peer."""
     return grpc.aio.insecure_channel(
         addr,
+        interceptors=grpc_client_interceptors(tracer),
         options=[
             ("grpc.keepalive_time_ms", 20_000),
             ("grpc.keepalive_timeout_ms", 5_000),
@@ -129,8 +135,9 @@ class AuthClient:
         breaker_recovery: float,
         max_token_bytes: int = 8192,
         clock: Callable[[], float] = time.monotonic,
+        tracer: Tracer | None = None,
     ) -> None:
-        self._channel = _channel(addr)
+        self._channel = _channel(addr, tracer)
         self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout = timeout
@@ -195,9 +202,15 @@ class RoomAuthzClient:
     subscribe, and a lone subscribe still goes at once."""
 
     def __init__(
-        self, addr: str, *, timeout: float, batch_max: int = 500, calls_in_flight: int = 4
+        self,
+        addr: str,
+        *,
+        timeout: float,
+        batch_max: int = 500,
+        calls_in_flight: int = 4,
+        tracer: Tracer | None = None,
     ) -> None:
-        self._channel = _channel(addr)
+        self._channel = _channel(addr, tracer)
         self._stub = roomauthz_pb2_grpc.RoomAuthzServiceStub(self._channel)
         self._timeout = timeout
         self._batch_max = batch_max
@@ -207,8 +220,15 @@ class RoomAuthzClient:
         self._launching = False
 
     async def authorize(
-        self, principal: Principal, room: str, action: str, message_type: str = ""
+        self,
+        principal: Principal,
+        room: str,
+        action: str,
+        message_type: str = "",
+        parent: otel_context.Context | None = None,
     ) -> Decision:
+        """``parent``: the trace context the call joins when this request starts a batch
+        (default: the current one; a batch joins the trace of the request that started it)."""
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         request = roomauthz_pb2.AuthorizeRequest(
             principal=principal.to_proto(),
@@ -217,13 +237,17 @@ class RoomAuthzClient:
             message_type=message_type,
         )
         self._waiting.append((request, future))
-        self._launch_soon()
+        self._launch_soon(parent)
         return await future
 
-    def _launch_soon(self) -> None:
+    def _launch_soon(self, parent: otel_context.Context | None = None) -> None:
         if not self._launching and len(self._in_flight) < self._calls_in_flight:
             self._launching = True
-            asyncio.get_running_loop().call_soon(self._launch)
+            context = None
+            if parent is not None:  # the call task is created in the callback's context
+                context = contextvars.copy_context()
+                context.run(otel_context.attach, parent)
+            asyncio.get_running_loop().call_soon(self._launch, context=context)
 
     def _launch(self) -> None:
         self._launching = False
@@ -301,11 +325,11 @@ class EscalationClient:
     """Acknowledge / resolve alerts on behalf of a user: the escalation service owns the
     alert's lifecycle and publishes the canonical ``alert_acknowledged``/``alert_resolved``."""
 
-    def __init__(self, addr: str, *, timeout: float) -> None:
+    def __init__(self, addr: str, *, timeout: float, tracer: Tracer | None = None) -> None:
         from roomgate.escalation.v1 import escalation_pb2, escalation_pb2_grpc
 
         self._pb = escalation_pb2
-        self._channel = _channel(addr)
+        self._channel = _channel(addr, tracer)
         self._stub = escalation_pb2_grpc.EscalationServiceStub(self._channel)
         self._timeout = timeout
 

@@ -248,6 +248,7 @@ class Connection:
             dropped = self._queue.push(item)
         except SlowConsumer:
             self.gw.metrics.drops.labels("slow_consumer").inc(len(self._queue) + 1)
+            self.gw.metrics.slow_consumer_closes.inc()
             self.close_soon(CloseCode.TRY_AGAIN_LATER, reason=SLOW_CONSUMER_REASON)
             return
         if dropped is not None:
@@ -346,6 +347,7 @@ class Connection:
         if extra:
             raw = raw[:-1] + b"," + _json.encode(extra)[1:]
         self.gw.metrics.messages_out.labels(type_).inc()
+        self.gw.metrics.bytes_out.inc(len(raw))
         self.deliver(Outgoing(raw.decode(), "high"))  # type: ignore[arg-type]
 
     def error(
@@ -395,6 +397,7 @@ class Connection:
         gw = self.gw
         if token is None:
             token, self._token = self._token, None
+        opened = 0.0  # when authenticated: the connection duration histogram
         try:
             if (await self._receive())["type"] != "websocket.connect":
                 return
@@ -408,6 +411,7 @@ class Connection:
             token = None  # this frame lives as long as the connection; the token must not
             if not authenticated:
                 return
+            opened = time.monotonic()
             await self._read_loop()  # returns when the client goes away or is closed
         except Closing:
             pass
@@ -416,6 +420,8 @@ class Connection:
             await self.close(CloseCode.INTERNAL_ERROR)
         finally:
             await gw.unregister(self)
+            if opened:
+                gw.metrics.connection_duration.observe(time.monotonic() - opened)
             if self.sm.state is not State.CLOSED:
                 self.sm.to(State.CLOSED)
             if self._expiry_timer is not None:
@@ -584,6 +590,7 @@ class Connection:
 
     # ------------------------------------------------------------------ inbound
     async def handle_raw(self, raw: str | bytes, *, nested: bool = False) -> None:
+        self.gw.metrics.bytes_in.inc(len(raw))
         try:
             msg = p.parse_message(raw, nested=nested)
         except p.ProtocolError as exc:

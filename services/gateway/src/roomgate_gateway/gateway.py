@@ -147,15 +147,17 @@ class Gateway:
             breaker_failures=s.auth_breaker_failures,
             breaker_recovery=s.auth_breaker_recovery,
             max_token_bytes=s.max_token_bytes,
+            tracer=self.tracer,
         )
         self.authz = RoomAuthzClient(
             s.roomauthz_addr,
             timeout=s.auth_timeout,
             batch_max=s.authz_batch_max,
             calls_in_flight=s.authz_calls_in_flight,
+            tracer=self.tracer,
         )
         self.escalation = (
-            EscalationClient(s.escalation_addr, timeout=s.auth_timeout)
+            EscalationClient(s.escalation_addr, timeout=s.auth_timeout, tracer=self.tracer)
             if s.escalation_addr
             else None
         )
@@ -376,7 +378,12 @@ class Gateway:
         await self.bus.leave(room)
 
     async def authorize(
-        self, conn: Connection, room: str, action: str, message_type: str = ""
+        self,
+        conn: Connection,
+        room: str,
+        action: str,
+        message_type: str = "",
+        parent: otel_context.Context | None = None,
     ) -> Decision:
         assert conn.principal is not None
         key = (conn.principal.token_id or conn.principal.session_id, room, action, message_type)
@@ -385,7 +392,7 @@ class Gateway:
         if hit is not None and hit[0] > now:
             return hit[1]
         start = time.perf_counter()
-        decision = await self.authz.authorize(conn.principal, room, action, message_type)
+        decision = await self.authz.authorize(conn.principal, room, action, message_type, parent)
         self.metrics.authz_latency.observe(time.perf_counter() - start)
         if self.settings.authz_cache_ttl > 0:
             if len(self._authz_cache) > 100_000:
@@ -396,7 +403,7 @@ class Gateway:
     async def subscribe(self, conn: Connection, msg: p.Subscribe) -> None:
         room = msg.data.room
         corr = msg.metadata.correlation_id if msg.metadata else None
-        with detached_span(self.tracer, "subscribe", attributes={"roomgate.room": room}):
+        with detached_span(self.tracer, "subscribe", attributes={"roomgate.room": room}) as span:
             if room not in conn.rooms:
                 if len(conn.rooms) >= self.limits.max_subscriptions_per_connection:
                     conn.error(
@@ -418,7 +425,9 @@ class Gateway:
                     )
                     return
             try:
-                decision = await self.authorize(conn, room, "subscribe")
+                decision = await self.authorize(
+                    conn, room, "subscribe", parent=trace.set_span_in_context(span)
+                )
             except PeerUnavailable:
                 conn.error(
                     ErrorCode.UNAVAILABLE, "authorisation unavailable, retry", ref=msg, room=room
@@ -485,6 +494,7 @@ class Gateway:
         held = conn.recovering.pop(room, [])
         if not conn.recovering:
             conn.recovering = None
+        self.metrics.recoveries.labels("recovered" if recovered else "not_recovered").inc()
         data: dict[str, Any] = {"room": room, "recovered": recovered, "epoch": epoch}
         if recovered:
             data["replayed"] = len(replay)
@@ -550,7 +560,9 @@ class Gateway:
             attributes={"roomgate.room": room, "roomgate.type": msg.type},
         ) as span:
             try:
-                decision = await self.authorize(conn, room, "publish", msg.type)
+                decision = await self.authorize(
+                    conn, room, "publish", msg.type, parent=trace.set_span_in_context(span, ctx)
+                )
             except PeerUnavailable:
                 conn.error(ErrorCode.UNAVAILABLE, "authorisation unavailable, retry", ref=msg)
                 return
@@ -695,6 +707,7 @@ class Gateway:
             for conn in tuple(members):
                 conn.deliver(out)
             self.metrics.deliveries.inc(self.delivered - before)
+            self.metrics.bytes_out.inc(len(out.frame) * (self.delivered - before))
             self.metrics.delivery_latency.observe(max(0.0, out.age))
         finally:
             if span is not None:

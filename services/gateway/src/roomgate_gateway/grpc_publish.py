@@ -10,6 +10,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from roomgate.gateway.v1 import publish_pb2, publish_pb2_grpc
 from roomgate_common.grpcserver import GrpcServer, bearer_token
+from roomgate_common.telemetry import SingleTracerProvider
 
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.publishing import (
@@ -99,6 +100,8 @@ def publish_server(gateway: Gateway, listen: str, registry: CollectorRegistry) -
         ),  # type: ignore[no-untyped-call]
         registry=registry,
         metrics_prefix="roomgate_gateway",
+        # SERVER spans continuing the caller's traceparent (call metadata).
+        tracer_provider=SingleTracerProvider(gateway.tracer),
     )
 
 

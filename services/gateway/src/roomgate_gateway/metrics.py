@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+from roomgate_gateway.codes import CloseCode, ErrorCode
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Connect outcomes (connection.py, gateway.register), exported at 0 from the start.
+CONNECT_OUTCOMES = (
+    "ok",
+    "unauthorized",
+    "auth_timeout",
+    "auth_unavailable",
+    "draining",
+    "gone",
+    "limit_ip",
+    "limit_user",
+    "redis_unavailable",
+)
+# Connection lifetimes: from a page view (seconds) to an agent's week-long session.
+DURATION_BUCKETS = (1, 10, 60, 300, 1800, 3600, 4 * 3600, 12 * 3600, 86400, 7 * 86400)
 
 
 class GatewayMetrics:
@@ -73,3 +89,58 @@ class GatewayMetrics:
         self.mailbox_delivered = Counter(
             f"{p}_mailbox_delivered", "Messages delivered from offline mailboxes", registry=r
         )
+        # The protocol document's monitoring list (docs/observability.md).
+        self.connection_duration = Histogram(
+            f"{p}_connection_duration_seconds",
+            "Lifetime of authenticated connections, observed when they close",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.recoveries = Counter(
+            f"{p}_recoveries",
+            "Subscribes with `since` (reconnects): recovered from history, or not (gap lost)",
+            ["outcome"],
+            registry=r,
+        )
+        self.bytes_in = Counter(
+            f"{p}_received_bytes", "Client message payload received (before parsing)", registry=r
+        )
+        self.bytes_out = Counter(
+            f"{p}_sent_bytes",
+            "Message payload handed to client sockets (uncompressed, without WebSocket framing)",
+            registry=r,
+        )
+        self.redis_memory = Gauge(
+            f"{p}_redis_memory_bytes",
+            "Redis INFO memory fields, read at each scrape (used, rss, peak, maxmemory)",
+            ["field"],
+            registry=r,
+        )
+        self.slow_consumer_closes = Counter(
+            f"{p}_slow_consumer_closes",
+            "Connections closed because their outbound queue overflowed",
+            registry=r,
+        )
+        self.auth_breaker_open = Gauge(
+            f"{p}_auth_breaker_open",
+            "1 while the auth circuit breaker is not closed (open or probing), read at scrape",
+            registry=r,
+        )
+        self.max_rooms = Gauge(
+            f"{p}_max_rooms",
+            "Rooms this gateway may serve (ROOMGATE_MAX_ROOMS_PER_GATEWAY)",
+            registry=r,
+        )
+        # Known label values exist at 0 from the start: rate() and increase() cannot see a
+        # series' first increment (the first 1013 after a deploy would read as 0/s).
+        for outcome in CONNECT_OUTCOMES:
+            self.connects.labels(outcome)
+        for close in CloseCode:
+            self.closes.labels(str(int(close)))
+        for error in ErrorCode:
+            self.errors.labels(error.value)
+        for recovery in ("recovered", "not_recovered"):
+            self.recoveries.labels(recovery)
+        # process_resident_memory_bytes, process_cpu_seconds_total, process_open_fds,
+        # process_max_fds: memory per connection, CPU, and the descriptor ceiling.
+        ProcessCollector(registry=r)

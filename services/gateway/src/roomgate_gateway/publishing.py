@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
+from opentelemetry.trace import SpanKind
 from roomgate_common.envelope import make_envelope
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.telemetry import inject_trace
@@ -75,16 +76,26 @@ async def publish_event(
         metadata["correlation_id"] = body.metadata.correlation_id
     if body.requiresAck:
         metadata["requiresAck"] = True
-    inject_trace(metadata)
-    envelope = make_envelope(
-        body.type, sender=sender or principal.id, room=body.room, data=body.data, metadata=metadata
-    )
-    try:
-        published = await gw.publish(envelope)
-    except BusUnavailable:
-        raise PublishError(503, "unavailable", "bus unavailable; message not accepted") from None
-    except BusBusy:
-        raise PublishError(503, "unavailable", "gateway busy; message not accepted") from None
+    # The span every gateway's `deliver` span is a child of (its context rides in metadata).
+    with gw.tracer.start_as_current_span(
+        "publish", kind=SpanKind.PRODUCER, attributes={"roomgate.room": body.room}
+    ):
+        inject_trace(metadata)
+        envelope = make_envelope(
+            body.type,
+            sender=sender or principal.id,
+            room=body.room,
+            data=body.data,
+            metadata=metadata,
+        )
+        try:
+            published = await gw.publish(envelope)
+        except BusUnavailable:
+            raise PublishError(
+                503, "unavailable", "bus unavailable; message not accepted"
+            ) from None
+        except BusBusy:
+            raise PublishError(503, "unavailable", "gateway busy; message not accepted") from None
     return {
         "id": published.id,
         "room": published.room,

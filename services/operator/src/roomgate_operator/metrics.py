@@ -28,6 +28,10 @@ class OperatorMetrics:
         self.current = Gauge(
             f"{p}_current_replicas", "spec.replicas of the target", ["policy"], registry=r
         )
+        self.generation = Gauge(
+            f"{p}_policy_generation", "metadata.generation of the policy", ["policy"],
+            registry=r,
+        )  # fmt: skip
         self.applied = Gauge(
             f"{p}_applied_generation", "Policy generation every live gateway applied", ["policy"],
             registry=r,

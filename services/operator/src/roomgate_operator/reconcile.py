@@ -229,10 +229,14 @@ class Reconciler:
         if _differs(status, new):
             await self.kube.patch_status(meta.namespace, meta.name, new)
         self._observe(f"{meta.namespace}/{meta.name}", new)
+        self.metrics.generation.labels(f"{meta.namespace}/{meta.name}").set(meta.generation)
         return new
 
     def _observe(self, policy: str, status: Mapping[str, Any]) -> None:
         m = self.metrics
+        for direction in ("up", "down"):  # exported at 0: increase() sees the first event
+            m.scales.labels(policy, direction)
+        m.drains.labels(policy)
         m.connections.labels(policy).set(status["observedConnections"])
         m.live_gateways.labels(policy).set(status["liveGateways"])
         m.current.labels(policy).set(status["currentReplicas"])

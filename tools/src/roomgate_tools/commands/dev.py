@@ -45,6 +45,7 @@ from typing import Any, TextIO
 from roomgate_tools import devenv
 from roomgate_tools.containers import ContainerRuntime
 from roomgate_tools.engine import DockerEngine, EngineError
+from roomgate_tools.observability import ObsPorts
 from roomgate_tools.stack import (
     AFFINITY_COOKIE,
     STATS_PATH,
@@ -87,6 +88,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--containers",
         action="store_true",
         help="run every part as a container of the images `make images` built",
+    )
+    parser.add_argument(
+        "--no-observability",
+        action="store_true",
+        help="do not run Jaeger and Prometheus (never run with --check)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="do not stream the logs")
     parser.add_argument("--log-level", default="INFO", help="services' log level (INFO)")
@@ -185,12 +191,23 @@ def _lock(state_dir: Path) -> TextIO:
     return handle
 
 
+def _obs_ports(args: argparse.Namespace) -> ObsPorts:
+    if args.base_port is not None:
+        return ObsPorts.from_base(args.base_port + 10)
+    if args.free_ports or args.check:
+        return ObsPorts.free()
+    return ObsPorts.default()
+
+
 def _stack(args: argparse.Namespace, state_dir: Path, *, drain_seconds: float) -> LocalStack:
-    """The local stack the command line asks for (ports, escalation, log level)."""
+    """The local stack the command line asks for (ports, escalation, log level, Jaeger and
+    Prometheus)."""
     return LocalStack(
         StackConfig(
             state_dir=state_dir,
             ports=_ports(args),
+            observability=not (args.no_observability or args.check),
+            obs_ports=_obs_ports(args),
             secrets=devenv.dev_secrets(),
             escalation=False if args.no_escalation else None,
             log_level=args.log_level,
@@ -324,6 +341,14 @@ def banner(stack: LocalStack) -> str:
         lines.append(
             f"  {name + ':':<14} grpc 127.0.0.1:{port}  metrics http://127.0.0.1:{metrics}/metrics"
         )
+    if stack.config.observability:
+        o = stack.obs_ports
+        lines += [
+            f"  traces:        Jaeger {stack.jaeger.base}/api/traces/<trace id>  "
+            f"(/api/services; OTLP in on 127.0.0.1:{o.otlp})",
+            f"  metrics:       Prometheus {stack.prometheus.base}/api/v1/query?query=...  "
+            "(/api/v1/alerts; scrapes every service)",
+        ]
     lines += [
         f"  redis:         {stack.redis_url}  (AOF in {_show(stack.state_dir / 'redis')})",
         f"  logs:          {_show(stack.log_dir)}/*.log",
@@ -336,10 +361,24 @@ def banner(stack: LocalStack) -> str:
         f"  SVC=$({rg} token --kind service --id dev-backend --perm publish)",
         f'  curl -s -H "Authorization: Bearer $SVC" {stack.lb_http}/api/v1/publish \\',
         """    -d '{"room":"system","type":"metrics_update","data":{"cpu":42}}'""",
+        *(_trace_hint(stack) if stack.config.observability else []),
         "",
         "Ctrl-C stops everything.",
     ]
     return "\n".join(lines)
+
+
+def _trace_hint(stack: LocalStack) -> list[str]:
+    """How to publish with a trace id of one's own and read the trace back."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    return [
+        "Trace it: add  -H 'traceparent: 00-"
+        + trace_id
+        + "-b7ad6b7169203331-01'  to the curl, then",
+        f"  curl -s {stack.jaeger.base}/api/traces/{trace_id}",
+        "See the traffic in Prometheus (every dashboard query works there):",
+        f"  curl -s '{stack.prometheus.base}/api/v1/query?query=sum(roomgate_gateway_connections)'",
+    ]
 
 
 class _LogTail:
