@@ -21,7 +21,6 @@ Fair settings, both ways (docs/benchmarks.md):
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -121,24 +120,7 @@ class CentrifugoTarget(_Target):
         self.server = self._spawn(
             [find_centrifugo(), "--config", str(config)], workdir / "centrifugo.log"
         )
-        self._wait_ready(timeout=30)
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ProcessError(f"centrifugo exited:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=1)
-                conn.request("GET", "/health")
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise ProcessError(f"centrifugo not ready after {timeout}s:\n{self.log_tail()}")
+        self._wait_ready("/health", timeout=30)
 
     def wire(self) -> Wire:
         return CentrifugoWire(self.tokens)

@@ -103,6 +103,24 @@ class _Target:
             return ""
         return "\n".join(self.server.output().splitlines()[-lines:])
 
+    def _wait_ready(self, path: str, timeout: float) -> None:
+        """Until ``GET path`` answers 200 (or the server exits, or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise ProcessError(f"{self.name} exited:\n{self.log_tail()}")
+            try:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=1)
+                conn.request("GET", path)
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise ProcessError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+
 
 class _BaselineTarget(_Target):
     module = ""
@@ -218,24 +236,7 @@ class GatewayTarget(_Target):
                 "ROOMGATE_MAX_CONNECTIONS_PER_USER": "100000",
             },
         )
-        self._wait_ready(timeout=30)
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running:
-                raise ProcessError(f"roomgate-gateway exited:\n{self.log_tail()}")
-            try:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=1)
-                conn.request("GET", "/readyz")
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise ProcessError(f"roomgate-gateway not ready after {timeout}s:\n{self.log_tail()}")
+        self._wait_ready("/readyz", timeout=30)
 
     def wire(self) -> Wire:
         return RoomgateWire(self.tokens)
