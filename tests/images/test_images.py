@@ -9,6 +9,7 @@ import json
 import secrets
 import shutil
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -219,12 +220,21 @@ print(json.dumps({
 """
 
 
+def _workspace_dependencies(svc: str) -> set[str]:
+    """The Roomgate distributions ``services/<svc>/pyproject.toml`` depends on."""
+    project = tomllib.loads((REPO_ROOT / "services" / svc / "pyproject.toml").read_text())[
+        "project"
+    ]
+    return {d for d in project["dependencies"] if d.startswith("roomgate-")}
+
+
 @pytest.mark.parametrize("svc", SERVICES)
 def test_image_holds_only_its_distribution_byte_compiled(
     svc: str, docker_engine: DockerEngine, container_runtime: ContainerRuntime
 ) -> None:
     """Inside the image (read-only, as its user): Python 3.11, roomgate-<svc> and
-    roomgate-common but no other Roomgate distribution, every module byte-compiled, no
+    the Roomgate distributions it declares (roomgate-common; the gateway also roomauthz's
+    pure events) but no other, every module byte-compiled, no
     compiler, pip or uv on PATH."""
     out = docker_engine.docker(
         "run", "--rm", "--read-only", "--network", "none", "--cap-drop", "ALL",
@@ -233,7 +243,7 @@ def test_image_holds_only_its_distribution_byte_compiled(
     facts = json.loads(out)
     assert facts["python"].startswith("3.11.")
     ours = {d for d in facts["dists"] if d.startswith("roomgate")}
-    assert ours == {f"roomgate-{svc}", "roomgate-common"}
+    assert ours == {f"roomgate-{svc}", *_workspace_dependencies(svc)}
     assert facts["sources"] > 100
     assert facts["uncompiled"] == []
     assert facts["tools"] == []
