@@ -172,7 +172,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 if agent is None:
                     log.info("unknown api key presented")
                     raise AuthError(Reason.UNKNOWN_KEY)
-                principal = replace(agent, session_id=request.principal.session_id)
+                # A fresh session every time: the caller never names it (a chosen id would
+                # be another user's `session-{sid}` room).
+                principal = replace(agent, session_id="")
             else:
                 via = "admin"
                 await self._require_admin(context)
