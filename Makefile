@@ -67,6 +67,7 @@ MYPY_TARGETS := \
 	services/common/src/roomgate_common/keys.py \
 	services/common/src/roomgate_common/history.py \
 	services/common/src/roomgate_common/mailbox.py \
+	services/common/src/roomgate_common/jsondepth.py \
 	services/auth/src/roomgate_auth/tokens.py \
 	services/auth/src/roomgate_auth/errors.py \
 	services/common/src/roomgate_common/rooms.py \
