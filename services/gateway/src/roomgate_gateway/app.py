@@ -20,13 +20,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from roomgate_gateway import redaction
+from roomgate_gateway.bodies import BadLength, BodyTooLarge, read_limited
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.fallback import fallback_routes
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.publishing import (
     PublishError,
-    authorize_publisher,
+    authenticate_publisher,
+    authorize_room,
+    check_depth,
     check_type,
     publish_decoder,
     publish_event,
@@ -113,24 +116,36 @@ def create_app(
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def publish(request: Request) -> Response:
+        # Who first, then how much: nothing of the body is read before the token is checked,
+        # a declared length over the limit is refused unread, and a chunked body is counted
+        # as it arrives. A refusal before the body is read closes the connection (the rest
+        # of an upload is never read).
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
-        raw = await request.body()
+        limit = gateway.limits.max_message_bytes
+        unread = True
         try:
-            if len(raw) > gateway.limits.max_message_bytes:
-                raise PublishError(
-                    413, "message_too_big", f"body exceeds {gateway.limits.max_message_bytes} bytes"
-                )
+            principal = await authenticate_publisher(gateway, token)
+            try:
+                raw = await read_limited(request, limit)
+            except BodyTooLarge:
+                raise PublishError(413, "message_too_big", f"body exceeds {limit} bytes") from None
+            except BadLength:
+                raise PublishError(400, "invalid_message", "invalid Content-Length") from None
+            unread = False
+            check_depth(gateway, raw)
             try:
                 body = publish_decoder.decode(raw)
             except msgspec.MsgspecError as exc:
                 raise PublishError(400, "invalid_message", str(exc)[:200]) from None
             check_type(body.type)
-            principal = await authorize_publisher(gateway, token, body.room, body.type)
+            await authorize_room(gateway, principal, body.room, body.type)
             result = await publish_event(gateway, principal, body)
         except PublishError as exc:
             return JSONResponse(
-                {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
+                {"error": {"code": exc.code, "message": exc.message}},
+                status_code=exc.status,
+                headers={"connection": "close"} if unread else None,
             )
         return JSONResponse(result, status_code=202)
 

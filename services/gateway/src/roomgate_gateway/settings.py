@@ -6,6 +6,7 @@ import os
 import socket
 
 from pydantic import Field
+from roomgate_common.jsondepth import MAX_JSON_DEPTH
 from roomgate_common.settings import ServiceSettings
 
 
@@ -39,6 +40,8 @@ class GatewaySettings(ServiceSettings):
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
     max_inflated_bytes: int = Field(default=256 * 1024, ge=1024)
     max_batch_messages: int = Field(default=50, ge=1)
+    # Arrays/objects nested deeper than this are refused before decoding (publish APIs).
+    max_json_depth: int = Field(default=MAX_JSON_DEPTH, ge=2, le=256)
     # Messages per outbound `batch` frame when several wait for one client; 1 disables.
     outbound_batch_max: int = Field(default=10, ge=1)
     # Outbound messages at least this big are sent `compressed` to clients that asked.
