@@ -35,6 +35,9 @@ class GatewaySettings(ServiceSettings):
     outbound_queue_size: int = Field(default=256, ge=1)
 
     # --- fixed limits ---------------------------------------------------------------------
+    # Seconds a request's header block may take to arrive (from the connection's first
+    # byte, or the request's); slower connections are closed (slowloris).
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
     # Hard ceiling of a WebSocket frame (the transport refuses bigger ones with 1009).
     max_frame_bytes: int = Field(default=1 << 20, ge=1024)
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
