@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from roomgate_common.jsondepth import MAX_JSON_DEPTH
 from roomgate_common.settings import ServiceSettings
 
@@ -20,7 +21,9 @@ class GatewaySettings(ServiceSettings):
     roomauthz_addr: str = "127.0.0.1:50052"
     # Escalation service; when set, client alert_acknowledged/alert_resolved go there.
     escalation_addr: str = ""
-    # Comma-separated proxy addresses whose X-Forwarded-For is trusted (per-IP limits).
+    # Comma-separated IP addresses or CIDRs of the proxies whose X-Forwarded-For is trusted
+    # (per-IP limits); empty: none (the TCP peer is the client). Anything else ("*", host
+    # names) is refused at start: a client must never choose the IP it is counted under.
     forwarded_allow_ips: str = "127.0.0.1"
 
     # --- limits; the operator's live policy overrides these without a restart ---------
@@ -75,3 +78,22 @@ class GatewaySettings(ServiceSettings):
     # times on the same connection; it stays in the user's mailbox until acked.
     ack_timeout: float = Field(default=5.0, gt=0)
     ack_retries: int = Field(default=3, ge=0)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR (list the proxies' addresses; "
+                    "empty trusts none)"
+                ) from None
+        return ",".join(items)
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """The proxies whose X-Forwarded-For is trusted (empty: none)."""
+        return [item for item in self.forwarded_allow_ips.split(",") if item]
