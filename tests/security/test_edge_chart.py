@@ -4,6 +4,8 @@ reaches it (the publish API opened to backends with networkPolicy.publishFrom)."
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 import pytest
@@ -95,3 +97,25 @@ def test_publish_from_opens_the_publish_apis_to_backends(helm: str) -> None:
     assert any(backend in _peers(r) for r in escalation)
     auth = policies["rg-roomgate-auth"]["spec"]["ingress"]
     assert not any(backend in _peers(r) for r in auth)
+
+
+def test_gateway_has_an_escalation_credential_auth_knows(helm: str) -> None:
+    """The generated secret holds the gateway's escalation API key and, for auth, its digest;
+    the gateway, auth and escalation read them (escalation verifies callers with auth)."""
+    docs = objects(render(helm))
+    data = by_kind(docs, "Secret")["rg-roomgate-credentials"]["data"]
+    key = base64.b64decode(data["gateway-escalation-key"]).decode()
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert base64.b64decode(data["service-keys"]).decode() == f"gateway:escalation={digest}"
+    deployments = by_kind(docs, "Deployment")
+
+    def env(name: str) -> dict[str, Any]:
+        pod = deployments[f"rg-roomgate-{name}"]["spec"]["template"]["spec"]
+        return {e["name"]: e for e in pod["containers"][0]["env"]}
+
+    ref = env("gateway")["ROOMGATE_ESCALATION_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref["key"] == "gateway-escalation-key"
+    assert (
+        env("auth")["ROOMGATE_SERVICE_KEYS"]["valueFrom"]["secretKeyRef"]["key"] == "service-keys"
+    )
+    assert env("escalation")["ROOMGATE_AUTH_ADDR"]["value"].endswith(":50051")

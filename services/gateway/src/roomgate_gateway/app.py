@@ -34,6 +34,7 @@ from roomgate_gateway.publishing import (
     publish_decoder,
     publish_event,
 )
+from roomgate_gateway.servicetoken import ServiceToken
 from roomgate_gateway.settings import GatewaySettings
 from roomgate_gateway.wsprotocol import DIRECT_EXTENSION
 
@@ -68,6 +69,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        service_token = None
+        api_key = settings.escalation_api_key.get_secret_value()
+        if gateway.escalation is not None and api_key:
+            # The gateway's own credential for the escalation service (servicetoken.py).
+            service_token = ServiceToken(settings.auth_addr, api_key, timeout=settings.auth_timeout)
+            gateway.escalation.use_credential(service_token.get)
         grpc_server = None
         if settings.grpc_listen:
             from roomgate_gateway.grpc_publish import publish_server
@@ -80,6 +87,8 @@ def create_app(
             if grpc_server is not None:
                 await grpc_server.stop(1.0)
             await gateway.stop()
+            if service_token is not None:
+                await service_token.close()
 
     def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: the ASGI task awaits the connection's run() directly,

@@ -6,7 +6,7 @@ import ipaddress
 import os
 import socket
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from roomgate_common.jsondepth import MAX_JSON_DEPTH
 from roomgate_common.settings import ServiceSettings
 
@@ -19,8 +19,11 @@ class GatewaySettings(ServiceSettings):
     gateway_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     auth_addr: str = "127.0.0.1:50051"
     roomauthz_addr: str = "127.0.0.1:50052"
-    # Escalation service; when set, client alert_acknowledged/alert_resolved go there.
+    # Escalation service; when set, client alert_acknowledged/alert_resolved go there, with
+    # the gateway's service token obtained from auth for this API key (auth has its digest
+    # in ROOMGATE_SERVICE_KEYS; see roomgate_gateway.servicetoken).
     escalation_addr: str = ""
+    escalation_api_key: SecretStr = SecretStr("")
     # Comma-separated IP addresses or CIDRs of the proxies whose X-Forwarded-For is trusted
     # (per-IP limits); empty: none (the TCP peer is the client). Anything else ("*", host
     # names) is refused at start: a client must never choose the IP it is counted under.
