@@ -68,6 +68,7 @@ MYPY_TARGETS := \
 	services/common/src/roomgate_common/revocation.py \
 	services/common/src/roomgate_common/history.py \
 	services/common/src/roomgate_common/mailbox.py \
+	services/common/src/roomgate_common/jsondepth.py \
 	services/auth/src/roomgate_auth/tokens.py \
 	services/auth/src/roomgate_auth/errors.py \
 	services/common/src/roomgate_common/rooms.py \

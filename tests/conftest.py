@@ -15,8 +15,19 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 from roomgate_tools.controlplane import ControlPlane, KubeAPI
 from roomgate_tools.procs import RedisClusterProcess, RedisProcess, RedisSentinelProcess
+
+# Property-based tests: a fixed example budget in CI (`ci`, the default); a long run with
+# HYPOTHESIS_PROFILE=long (see docs/security.md). Tests that set max_examples keep theirs.
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

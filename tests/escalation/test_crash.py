@@ -11,23 +11,23 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
-import grpc
 import pytest
 from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
+from roomgate_auth.server import AuthServer
 from roomgate_common import keys
 from roomgate_tools.procs import ManagedProcess, free_port, wait_for_port
 
-from tests.escalation.conftest import escalation_counts, room_events, wait_for
+from tests.escalation.conftest import caller_channel, escalation_counts, room_events, wait_for
 
 SCRIPT = str(Path(sys.executable).parent / "roomgate-escalation")
 LEASE_MS = 2000
 
 
 class Replica:
-    def __init__(self, proc: ManagedProcess, port: int, name: str) -> None:
+    def __init__(self, proc: ManagedProcess, port: int, name: str, auth: AuthServer) -> None:
         self.proc, self.port, self.name = proc, port, name
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.channel = caller_channel(auth, port)
         self.stub = pb_grpc.EscalationServiceStub(self.channel)
 
 
@@ -35,7 +35,9 @@ StartReplicas = Callable[..., "asyncio.Future[list[Replica]]"]
 
 
 @pytest.fixture
-async def start_replicas(redis_url: str, tmp_path: Path) -> AsyncIterator[StartReplicas]:
+async def start_replicas(
+    redis_url: str, tmp_path: Path, escalation_auth: AuthServer
+) -> AsyncIterator[StartReplicas]:
     started: list[Replica] = []
 
     async def start(n: int, **env: str) -> list[Replica]:
@@ -47,6 +49,7 @@ async def start_replicas(redis_url: str, tmp_path: Path) -> AsyncIterator[StartR
                 log_path=tmp_path / f"{name}.log",
                 env={
                     "ROOMGATE_REDIS_URL": redis_url,
+                    "ROOMGATE_AUTH_ADDR": f"127.0.0.1:{escalation_auth.port}",
                     "ROOMGATE_ESCALATION_LISTEN": f"127.0.0.1:{port}",
                     "ROOMGATE_ESCALATION_CONSUMER_NAME": name,
                     "ROOMGATE_ESCALATION_POLL_INTERVAL": "0.02",
@@ -57,7 +60,7 @@ async def start_replicas(redis_url: str, tmp_path: Path) -> AsyncIterator[StartR
                 },
             )
             proc.start()
-            batch.append(Replica(proc, port, name))
+            batch.append(Replica(proc, port, name, escalation_auth))
         started.extend(batch)
         for replica in batch:
             await asyncio.to_thread(wait_for_port, replica.port, 30.0)

@@ -9,6 +9,7 @@ import asyncio
 
 from roomgate.escalation.v1 import escalation_pb2 as pb
 
+from tests.escalation.conftest import GATEWAY_KEY, SERVICE_KEYS
 from tests.gateway.conftest import recv_until, running_stack, send
 
 
@@ -33,12 +34,15 @@ def _is(type_: str, room: str):
 
 
 async def test_websocket_client_sees_trigger_escalation_and_ack(
-    make_replica, stub_for, redis_url
+    make_replica, stub_for, redis_url, monkeypatch
 ) -> None:
     """Trigger -> alert_escalated in alerts and team-7 -> Acknowledge, all seen by a client."""
+    monkeypatch.setenv("ROOMGATE_SERVICE_KEYS", SERVICE_KEYS)  # the stack's auth knows the key
     replica = await make_replica()
     stub = stub_for(replica.port)
-    async with running_stack(redis_url, escalation_addr=f"127.0.0.1:{replica.port}") as stack:
+    async with running_stack(
+        redis_url, escalation_addr=f"127.0.0.1:{replica.port}", escalation_api_key=GATEWAY_KEY
+    ) as stack:
         ws = await stack.connect(stack.token("42", teams=("7",)))
         await _subscribe(ws, "alerts", "team-7")
         await stub.Trigger(_trigger())
@@ -53,12 +57,17 @@ async def test_websocket_client_sees_trigger_escalation_and_ack(
         assert ack["data"]["by"] == "42"
 
 
-async def test_client_acknowledges_through_the_gateway(make_replica, stub_for, redis_url) -> None:
+async def test_client_acknowledges_through_the_gateway(
+    make_replica, stub_for, redis_url, monkeypatch
+) -> None:
     """A user's alert_acknowledged goes through the gateway to Acknowledge(by=principal id):
     the escalation stops, the canonical event reaches the clients, a repeat changes nothing."""
+    monkeypatch.setenv("ROOMGATE_SERVICE_KEYS", SERVICE_KEYS)  # the stack's auth knows the key
     replica = await make_replica()
     stub = stub_for(replica.port)
-    async with running_stack(redis_url, escalation_addr=f"127.0.0.1:{replica.port}") as stack:
+    async with running_stack(
+        redis_url, escalation_addr=f"127.0.0.1:{replica.port}", escalation_api_key=GATEWAY_KEY
+    ) as stack:
         perms = ("view_system", "ack_alerts", "resolve_alerts")
         ws = await stack.connect(stack.token("42", teams=("7",), perms=perms))
         await _subscribe(ws, "alerts", "team-7")

@@ -448,7 +448,7 @@ async def test_health_and_reflection(make_replica) -> None:
         assert "roomgate.escalation.v1.EscalationService" in names
 
 
-async def test_redis_down_is_unavailable(own_redis, stub_for) -> None:
+async def test_redis_down_is_unavailable(own_redis, stub_for, escalation_auth) -> None:
     """With Redis gone every call is UNAVAILABLE (and the replica keeps running)."""
     from roomgate_escalation.policy import PolicyConfig
     from roomgate_escalation.service import EscalationReplica
@@ -456,6 +456,7 @@ async def test_redis_down_is_unavailable(own_redis, stub_for) -> None:
 
     settings = EscalationSettings.from_env(
         redis_url=own_redis.url,
+        auth_addr=f"127.0.0.1:{escalation_auth.port}",
         escalation_listen="127.0.0.1:0",
         escalation_poll_interval=0.05,
         shutdown_grace=1.0,

@@ -46,6 +46,9 @@ FREE_FORM: dict[str, dict[str, Any]] = {
     "roomauthz.policy": ANY_OBJECT,
     "escalation.policy": ANY_OBJECT,
     "networkPolicy.publishFrom": OBJECT_LIST,
+    "networkPolicy.grpcFrom.auth": OBJECT_LIST,
+    "networkPolicy.grpcFrom.roomauthz": OBJECT_LIST,
+    "networkPolicy.grpcFrom.escalation": OBJECT_LIST,
     "escalation.extraEgress": OBJECT_LIST,
     "ingress.annotations": STRING_MAP,
     "ingress.tls": OBJECT_LIST,
@@ -99,6 +102,14 @@ RULES: dict[str, dict[str, Any]] = {
     "httpRoute.requestTimeout": {"pattern": "^([0-9]{1,5}(h|m|s|ms)){1,4}$"},
     "serviceMonitor.interval": {"pattern": "^[0-9]+(ms|s|m|h)$"},
     "auth.jwt.issuer": {"minLength": 1},
+    "auth.serviceKeys": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[^,=]+=[0-9a-f]{64}$"},
+    },
+    # Comma-separated IPv4/IPv6 addresses or CIDRs, or empty (the gateway checks each exactly).
+    "gateway.forwardedAllowIps": {
+        "pattern": r"^$|^ *[0-9A-Fa-f:.]+(/[0-9]{1,3})? *(, *[0-9A-Fa-f:.]+(/[0-9]{1,3})? *)*$"
+    },
     "auth.jwt.audience": {"minLength": 1},
 }
 

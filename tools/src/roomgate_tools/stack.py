@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import hashlib
 import io
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -579,6 +581,10 @@ class LocalStack:
         auth_addr = f"127.0.0.1:{p.auth}"
         authz_addr = f"127.0.0.1:{p.roomauthz}"
         esc_addr = f"127.0.0.1:{p.escalation}"
+        # The gateways' credential for escalation: an API key of service "gateway" (new each
+        # start), which auth knows by its digest (ROOMGATE_SERVICE_KEYS), as in the chart.
+        gateway_key = "rgs_" + secrets.token_urlsafe(32)
+        digest = hashlib.sha256(gateway_key.encode()).hexdigest()
         services = [
             self._service(
                 "auth",
@@ -587,6 +593,7 @@ class LocalStack:
                 auth_addr,
                 listen=auth_addr,
                 metrics_listen=f"127.0.0.1:{p.auth_metrics}",
+                service_keys=f"gateway:escalation={digest}",
             ),
             self._service(
                 "roomauthz",
@@ -609,6 +616,7 @@ class LocalStack:
                 lambda: grpc_serving(esc_addr),
                 esc_addr,
                 escalation_listen=esc_addr,
+                auth_addr=auth_addr,
                 metrics_listen=f"127.0.0.1:{p.escalation_metrics}",
             )
             esc.optional = cfg.escalation is None
@@ -636,6 +644,7 @@ class LocalStack:
             }
             if want_escalation:
                 env["escalation_addr"] = esc_addr
+                env["escalation_api_key"] = gateway_key
             component = self._service(
                 gid,
                 "roomgate-gateway",

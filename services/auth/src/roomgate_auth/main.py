@@ -22,6 +22,7 @@ def main() -> None:
     try:
         settings = AuthSettings.from_env()
         policy = settings.build_policy()
+        settings.service_principals()  # validated before anything starts
     except ConfigurationError as exc:
         print(f"roomgate-auth: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

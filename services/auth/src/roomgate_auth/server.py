@@ -130,8 +130,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     """roomgate.auth.v1.AuthService over a token policy and a store."""
 
     def __init__(
-        self, policy: TokenPolicy, store: AuthStore, admin_secret: str, metrics: AuthMetrics
+        self,
+        policy: TokenPolicy,
+        store: AuthStore,
+        admin_secret: str,
+        metrics: AuthMetrics,
+        service_keys: dict[str, Principal] | None = None,
     ) -> None:
+        self._service_keys = service_keys or {}
         self._policy = policy
         self._store = store
         self._admin_secret = admin_secret
@@ -169,11 +175,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         try:
             if request.api_key:
                 via = "api_key"
-                agent = await self._store.api_key_principal(request.api_key)
-                if agent is None:
+                keyed = self._service_keys.get(
+                    api_key_digest(request.api_key)
+                ) or await self._store.api_key_principal(request.api_key)
+                if keyed is None:
                     log.info("unknown api key presented")
                     raise AuthError(Reason.UNKNOWN_KEY)
-                principal = replace(agent, session_id=request.principal.session_id)
+                # A fresh session every time: the caller never names it (a chosen id would
+                # be another user's `session-{sid}` room).
+                principal = replace(keyed, session_id="")
             else:
                 via = "admin"
                 await self._require_admin(context)
@@ -335,6 +345,7 @@ class AuthServer:
             AuthStore(self._redis, self.policy),
             self.settings.admin_secret.get_secret_value(),
             self.metrics,
+            self.settings.service_principals(),
         )
         self._grpc = GrpcServer(
             self.settings.listen,

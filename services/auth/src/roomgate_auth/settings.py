@@ -25,10 +25,13 @@ from roomgate_common.settings import ServiceSettings
 
 from roomgate_auth.tokens import (
     KeyRing,
+    Principal,
+    PrincipalKind,
     SigningKey,
     TokenPolicy,
     hs256_key,
     hs256_signing_key,
+    is_api_key_digest,
     keys_from_jwks,
     public_key_from_pem,
     signing_key_from_pem,
@@ -51,6 +54,11 @@ class AuthSettings(ServiceSettings):
     jwt_signing_kid: str = ""
     # "Bearer <admin_secret>" unlocks the admin RPCs; empty refuses them all.
     admin_secret: SecretStr = SecretStr("")
+    # API keys of services, as comma-separated "<service id>:<perm>+<perm>=<sha256 hex of
+    # the key>" (e.g. "gateway:escalation=9f86d0…"): IssueToken with such a key returns a
+    # token of that service principal (how the gateway gets its escalation credential).
+    # Only digests are configured here; the key itself is the service's secret.
+    service_keys: SecretStr = SecretStr("")
     # Seconds of clock skew forgiven on exp, nbf and iat.
     leeway: float = Field(10.0, ge=0, le=300)
     # Token lifetimes in seconds: the default and the cap (also the longest lifetime accepted).
@@ -61,6 +69,27 @@ class AuthSettings(ServiceSettings):
     # Seconds between Redis pings; while Redis is unreachable the health status of
     # roomgate.auth.v1.AuthService is NOT_SERVING ("" stays SERVING: liveness). 0: no pings.
     redis_check_interval: float = Field(2.0, ge=0)
+
+    def service_principals(self) -> dict[str, Principal]:
+        """The service principal of each configured key digest (ConfigurationError naming
+        ROOMGATE_SERVICE_KEYS when an entry is malformed)."""
+        found: dict[str, Principal] = {}
+        spec = self.service_keys.get_secret_value()
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            who, _, digest = item.rpartition("=")
+            sid, _, perms = who.partition(":")
+            principal = Principal(
+                kind=PrincipalKind.SERVICE,
+                id=sid,
+                permissions=tuple(p for p in perms.split("+") if p),
+            )
+            if not is_api_key_digest(digest) or principal.problems():
+                raise ConfigurationError(
+                    "ROOMGATE_SERVICE_KEYS: expected <service id>:<perm>+<perm>=<sha256 hex>, "
+                    f"got an entry for {sid[:64]!r}"
+                )
+            found[digest] = principal
+        return found
 
     def build_policy(self) -> TokenPolicy:
         """The token policy these settings describe (reads the key files)."""

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+from roomgate_common.jsondepth import too_deep
 
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
 
@@ -448,7 +449,10 @@ class TokenPolicy:
 def _json_segment(segment: str) -> dict[str, Any]:
     """The JSON object in one base64url segment of a compact JWS, or AuthError(malformed)."""
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        document = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        if too_deep(document):
+            raise AuthError(Reason.MALFORMED)
+        value = json.loads(document)
     except (ValueError, RecursionError):
         raise AuthError(Reason.MALFORMED) from None
     if not isinstance(value, dict):

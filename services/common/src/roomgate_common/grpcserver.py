@@ -89,17 +89,21 @@ class GrpcServer:
         registry: CollectorRegistry,
         metrics_prefix: str,
         tracer_provider: TracerProvider | None = None,
+        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self._listen = listen
         self._names = list(service_names)
         self.health = health.aio.HealthServicer()
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            MetricsInterceptor(registry, metrics_prefix)
+        # Outermost first: traces, metrics (which then count refusals), the service's own
+        # (e.g. caller authentication).
+        chain: list[grpc.aio.ServerInterceptor] = [
+            MetricsInterceptor(registry, metrics_prefix),
+            *interceptors,
         ]
         if tracer_provider is not None:
-            interceptors.insert(0, grpc_server_interceptor(tracer_provider))
+            chain.insert(0, grpc_server_interceptor(tracer_provider))
         self.server = grpc.aio.server(
-            interceptors=interceptors,
+            interceptors=chain,
             options=[
                 ("grpc.max_receive_message_length", 1 << 20),
                 ("grpc.keepalive_time_ms", 30_000),

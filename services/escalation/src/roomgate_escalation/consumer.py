@@ -26,6 +26,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from roomgate_common import keys
 from roomgate_common.errors import BusUnavailable
+from roomgate_common.jsondepth import too_deep
 from roomgate_common.redis_adapter import translate_errors
 from roomgate_common.telemetry import extract_trace
 
@@ -157,8 +158,11 @@ class BusConsumer:
             self._busy = False
 
     async def _apply(self, entry: str, fields: dict[bytes, bytes]) -> str:
+        raw = fields.get(b"m", b"")
+        if too_deep(raw):
+            return "invalid"
         try:
-            envelope: Any = json.loads(fields.get(b"m", b""))
+            envelope: Any = json.loads(raw)
         except ValueError:
             return "invalid"
         if not isinstance(envelope, dict) or envelope.get("type") != "alert_triggered":

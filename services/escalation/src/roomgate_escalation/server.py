@@ -13,8 +13,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
 from roomgate_common.errors import BusUnavailable
+from roomgate_common.jsondepth import MAX_JSON_DEPTH, too_deep
 
 from roomgate_escalation.alerts import AlertService
+from roomgate_escalation.callers import current_caller
 from roomgate_escalation.errors import (
     AlertClosed,
     AlertNotFound,
@@ -107,11 +109,10 @@ async def _status(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[
         await context.abort(grpc.StatusCode.UNAVAILABLE, "redis unavailable")
 
 
-def _peer_name(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-roomgate-caller" and isinstance(value, str):
-            return value[:128]
-    return "grpc"
+def _caller_id() -> str:
+    """The verified caller's principal id (the interceptor ran before every handler)."""
+    caller = current_caller()
+    return caller.id if caller is not None else "grpc"
 
 
 class EscalationServicer(pb_grpc.EscalationServiceServicer):
@@ -133,6 +134,10 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
                 if value:
                     data[name] = value
             if request.metric_json:
+                if too_deep(request.metric_json):
+                    raise InvalidAlert(
+                        "json_too_deep", f"metric_json nested deeper than {MAX_JSON_DEPTH}"
+                    )
                 try:
                     metric = json.loads(request.metric_json)
                 except ValueError:
@@ -145,7 +150,7 @@ class EscalationServicer(pb_grpc.EscalationServiceServicer):
                     {"type": "escalate", "delay": a.delay_seconds, "target": a.target}
                     for a in request.actions
                 ]
-            record, outcome = await self.alerts.trigger(data, source="grpc", by=_peer_name(context))
+            record, outcome = await self.alerts.trigger(data, source="grpc", by=_caller_id())
             return pb.TriggerResponse(alert=alert_to_pb(record), created=outcome == "created")
         raise AssertionError("unreachable")
 

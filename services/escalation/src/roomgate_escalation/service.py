@@ -13,6 +13,7 @@ from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import Redis, connect
 
 from roomgate_escalation.alerts import AlertService
+from roomgate_escalation.callers import CallerAuthInterceptor
 from roomgate_escalation.consumer import BusConsumer
 from roomgate_escalation.events import AlertEvents
 from roomgate_escalation.metrics import PREFIX, EscalationMetrics
@@ -84,6 +85,11 @@ class EscalationReplica:
             reclaim_interval=settings.escalation_reclaim_interval,
         )
         servicer = EscalationServicer(self.alerts)
+        self.callers = CallerAuthInterceptor(
+            settings.auth_addr,
+            permission=settings.escalation_permission,
+            timeout=settings.auth_timeout,
+        )
         self.grpc = GrpcServer(
             settings.escalation_listen,
             service_names=[SERVICE_NAME],
@@ -93,6 +99,7 @@ class EscalationReplica:
             registry=self.registry,
             metrics_prefix=PREFIX,
             tracer_provider=tracer_provider,
+            interceptors=[self.callers],
         )
         self.port = 0
 
@@ -111,5 +118,6 @@ class EscalationReplica:
         await self.grpc.stop(grace / 2)
         await self.consumer.stop(grace / 4)
         await self.timers.stop(grace / 4)
+        await self.callers.close()
         await self.redis.aclose()
         log.info("escalation replica stopped")

@@ -43,6 +43,11 @@ class EscalationSettings(ServiceSettings):
     escalation_fire_concurrency: int = Field(default=32, ge=1, le=1000)
     # The `sender` of the events this service publishes; bus triggers from it are skipped.
     escalation_sender: str = "escalation"
+    # Callers: every EscalationService call needs a service token (verified by the auth
+    # service at auth_addr) with this permission. See roomgate_escalation.callers.
+    auth_addr: str = "127.0.0.1:50051"
+    auth_timeout: float = Field(default=2.0, gt=0)
+    escalation_permission: str = Field(default="escalation", min_length=1)
     # Limits.
     escalation_max_delay: float = Field(default=DEFAULT_MAX_DELAY, gt=0)
     escalation_max_alert_bytes: int = Field(default=DEFAULT_MAX_ALERT_BYTES, ge=256)

@@ -22,17 +22,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from roomgate_gateway import redaction, scrape
+from roomgate_gateway.bodies import BadLength, BodyTooLarge, read_limited
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.fallback import fallback_routes
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.publishing import (
     PublishError,
-    authorize_publisher,
+    authenticate_publisher,
+    authorize_room,
+    check_depth,
     check_type,
     publish_decoder,
     publish_event,
 )
+from roomgate_gateway.servicetoken import ServiceToken
 from roomgate_gateway.settings import GatewaySettings
 from roomgate_gateway.tracing import traced_endpoint
 from roomgate_gateway.wsprotocol import DIRECT_EXTENSION
@@ -70,6 +74,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        service_token = None
+        api_key = settings.escalation_api_key.get_secret_value()
+        if gateway.escalation is not None and api_key:
+            # The gateway's own credential for the escalation service (servicetoken.py).
+            service_token = ServiceToken(settings.auth_addr, api_key, timeout=settings.auth_timeout)
+            gateway.escalation.use_credential(service_token.get)
         grpc_server = None
         if settings.grpc_listen:
             from roomgate_gateway.grpc_publish import publish_server
@@ -82,6 +92,8 @@ def create_app(
             if grpc_server is not None:
                 await grpc_server.stop(1.0)
             await gateway.stop()
+            if service_token is not None:
+                await service_token.close()
 
     def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: the ASGI task awaits the connection's run() directly,
@@ -119,24 +131,36 @@ def create_app(
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def publish(request: Request) -> Response:
+        # Who first, then how much: nothing of the body is read before the token is checked,
+        # a declared length over the limit is refused unread, and a chunked body is counted
+        # as it arrives. A refusal before the body is read closes the connection (the rest
+        # of an upload is never read).
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
-        raw = await request.body()
+        limit = gateway.limits.max_message_bytes
+        unread = True
         try:
-            if len(raw) > gateway.limits.max_message_bytes:
-                raise PublishError(
-                    413, "message_too_big", f"body exceeds {gateway.limits.max_message_bytes} bytes"
-                )
+            principal = await authenticate_publisher(gateway, token)
+            try:
+                raw = await read_limited(request, limit)
+            except BodyTooLarge:
+                raise PublishError(413, "message_too_big", f"body exceeds {limit} bytes") from None
+            except BadLength:
+                raise PublishError(400, "invalid_message", "invalid Content-Length") from None
+            unread = False
+            check_depth(gateway, raw)
             try:
                 body = publish_decoder.decode(raw)
             except msgspec.MsgspecError as exc:
                 raise PublishError(400, "invalid_message", str(exc)[:200]) from None
             check_type(body.type)
-            principal = await authorize_publisher(gateway, token, body.room, body.type)
+            await authorize_room(gateway, principal, body.room, body.type)
             result = await publish_event(gateway, principal, body)
         except PublishError as exc:
             return JSONResponse(
-                {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
+                {"error": {"code": exc.code, "message": exc.message}},
+                status_code=exc.status,
+                headers={"connection": "close"} if unread else None,
             )
         return JSONResponse(result, status_code=202)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,17 +332,30 @@ class EscalationClient:
         self._channel = _channel(addr, tracer)
         self._stub = escalation_pb2_grpc.EscalationServiceStub(self._channel)
         self._timeout = timeout
+        self._credential: Callable[[], Awaitable[str]] | None = None
+
+    def use_credential(self, credential: Callable[[], Awaitable[str]]) -> None:
+        """Every call carries ``authorization: Bearer <await credential()>`` (the gateway's
+        service token: escalation refuses calls without one)."""
+        self._credential = credential
 
     async def command(self, type_: str, alert_id: str, by: str) -> bool:
         """Run ``alert_acknowledged``/``alert_resolved``; True when the alert changed."""
+        metadata = (
+            (("authorization", f"Bearer {await self._credential()}"),) if self._credential else ()
+        )
         try:
             if type_ == "alert_acknowledged":
                 reply = await self._stub.Acknowledge(
-                    self._pb.AcknowledgeRequest(alert_id=alert_id, by=by), timeout=self._timeout
+                    self._pb.AcknowledgeRequest(alert_id=alert_id, by=by),
+                    timeout=self._timeout,
+                    metadata=metadata,
                 )
             else:
                 reply = await self._stub.Resolve(
-                    self._pb.ResolveRequest(alert_id=alert_id, by=by), timeout=self._timeout
+                    self._pb.ResolveRequest(alert_id=alert_id, by=by),
+                    timeout=self._timeout,
+                    metadata=metadata,
                 )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:

@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     """``data.code`` of an ``error`` message. The connection stays open after each of them."""
 
     MALFORMED_JSON = "malformed_json"
+    JSON_TOO_DEEP = "json_too_deep"
     INVALID_MESSAGE = "invalid_message"
     UNKNOWN_TYPE = "unknown_type"
     NOT_AUTHENTICATED = "not_authenticated"

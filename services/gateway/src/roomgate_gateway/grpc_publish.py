@@ -18,6 +18,7 @@ from roomgate_gateway.publishing import (
     PublishError,
     PublishMetadata,
     authorize_publisher,
+    check_depth,
     check_type,
     publish_event,
 )
@@ -53,6 +54,7 @@ class PublishServicer(publish_pb2_grpc.PublishServiceServicer):
                 raise PublishError(
                     413, "message_too_big", "data_json exceeds the message size limit"
                 )
+            check_depth(gw, request.data_json)
             try:
                 data = msgspec.json.decode(request.data_json or b"{}")
                 body = msgspec.convert(

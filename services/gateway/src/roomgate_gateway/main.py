@@ -18,6 +18,7 @@ from roomgate_common.telemetry import make_tracer_provider
 
 from roomgate_gateway.app import create_app
 from roomgate_gateway.gateway import Gateway
+from roomgate_gateway.httpprotocol import header_timeout_protocol
 from roomgate_gateway.settings import GatewaySettings
 from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol
 
@@ -56,7 +57,7 @@ def build_config(settings: GatewaySettings, app: object) -> uvicorn.Config:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=header_timeout_protocol(settings.header_timeout),
         interface="asgi3",  # GatewayApp.__call__ returns an awaitable (not `async def`)
         ws=GatewayWebSocketProtocol,
         ws_max_size=settings.max_frame_bytes,
@@ -64,8 +65,8 @@ def build_config(settings: GatewaySettings, app: object) -> uvicorn.Config:
         ws_ping_timeout=settings.heartbeat_timeout - settings.heartbeat_interval,
         ws_per_message_deflate=False,
         lifespan="on",
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         log_config=None,
         access_log=False,

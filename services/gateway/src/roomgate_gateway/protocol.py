@@ -14,6 +14,7 @@ import zlib
 from typing import Annotated, Any, Literal
 
 import msgspec
+from roomgate_common.jsondepth import MAX_JSON_DEPTH, too_deep
 
 from roomgate_gateway.codes import ErrorCode
 
@@ -174,8 +175,13 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
 _event_decoder = msgspec.json.Decoder(Event)
 
 
-def parse_message(raw: bytes | str, *, nested: bool = False) -> ClientMessage:
-    """One JSON message -> its typed form. ``nested`` forbids batch/compressed (inside a batch)."""
+def parse_message(
+    raw: bytes | str, *, nested: bool = False, max_depth: int = MAX_JSON_DEPTH
+) -> ClientMessage:
+    """One JSON message -> its typed form. ``nested`` forbids batch/compressed (inside a batch).
+    Nesting deeper than ``max_depth`` is refused before anything is decoded."""
+    if too_deep(raw, max_depth):
+        raise ProtocolError(ErrorCode.JSON_TOO_DEEP, f"JSON nested deeper than {max_depth}")
     try:
         head = _head_decoder.decode(raw)
     except msgspec.ValidationError as exc:  # a subclass of DecodeError: catch it first

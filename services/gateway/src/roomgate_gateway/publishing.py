@@ -10,6 +10,7 @@ import msgspec
 from opentelemetry.trace import SpanKind
 from roomgate_common.envelope import make_envelope
 from roomgate_common.errors import BusBusy, BusUnavailable
+from roomgate_common.jsondepth import too_deep
 from roomgate_common.telemetry import inject_trace
 
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
@@ -42,6 +43,13 @@ class PublishError(Exception):
 
 async def authorize_publisher(gw: Gateway, token: str, room: str, type_: str) -> Principal:
     """The service principal behind ``token``, allowed to publish ``type_`` into ``room``."""
+    principal = await authenticate_publisher(gw, token)
+    await authorize_room(gw, principal, room, type_)
+    return principal
+
+
+async def authenticate_publisher(gw: Gateway, token: str) -> Principal:
+    """The service principal behind ``token``, with the publish permission (any room yet)."""
     if not token:
         raise PublishError(401, "unauthorized", "missing bearer token")
     try:
@@ -57,13 +65,17 @@ async def authorize_publisher(gw: Gateway, token: str, room: str, type_: str) ->
         raise PublishError(
             403, "permission_denied", "a service token with the publish permission is required"
         )
+    return principal
+
+
+async def authorize_room(gw: Gateway, principal: Principal, room: str, type_: str) -> None:
+    """roomauthz allows ``principal`` to publish ``type_`` into ``room``, or PublishError."""
     try:
         decision = await gw.authz.authorize(principal, room, "publish", type_)
     except PeerUnavailable:
         raise PublishError(503, "unavailable", "roomauthz unavailable") from None
     if not decision.allowed:
         raise PublishError(403, "permission_denied", decision.reason)
-    return principal
 
 
 async def publish_event(
@@ -102,6 +114,14 @@ async def publish_event(
         "offset": published.offset,
         "epoch": published.epoch,
     }
+
+
+def check_depth(gw: Gateway, raw: bytes | str) -> None:
+    """Refuse JSON nested deeper than ``MAX_JSON_DEPTH`` before it is decoded."""
+    if too_deep(raw, gw.settings.max_json_depth):
+        raise PublishError(
+            400, "json_too_deep", f"JSON nested deeper than {gw.settings.max_json_depth}"
+        )
 
 
 def check_type(type_: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
+from roomgate_common.jsondepth import MAX_JSON_DEPTH
 from roomgate_common.settings import ServiceSettings
 
 
@@ -17,9 +19,14 @@ class GatewaySettings(ServiceSettings):
     gateway_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     auth_addr: str = "127.0.0.1:50051"
     roomauthz_addr: str = "127.0.0.1:50052"
-    # Escalation service; when set, client alert_acknowledged/alert_resolved go there.
+    # Escalation service; when set, client alert_acknowledged/alert_resolved go there, with
+    # the gateway's service token obtained from auth for this API key (auth has its digest
+    # in ROOMGATE_SERVICE_KEYS; see roomgate_gateway.servicetoken).
     escalation_addr: str = ""
-    # Comma-separated proxy addresses whose X-Forwarded-For is trusted (per-IP limits).
+    escalation_api_key: SecretStr = SecretStr("")
+    # Comma-separated IP addresses or CIDRs of the proxies whose X-Forwarded-For is trusted
+    # (per-IP limits); empty: none (the TCP peer is the client). Anything else ("*", host
+    # names) is refused at start: a client must never choose the IP it is counted under.
     forwarded_allow_ips: str = "127.0.0.1"
 
     # --- limits; the operator's live policy overrides these without a restart ---------
@@ -34,6 +41,9 @@ class GatewaySettings(ServiceSettings):
     outbound_queue_size: int = Field(default=256, ge=1)
 
     # --- fixed limits ---------------------------------------------------------------------
+    # Seconds a request's header block may take to arrive (from the connection's first
+    # byte, or the request's); slower connections are closed (slowloris).
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
     # Hard ceiling of a WebSocket frame (the transport refuses bigger ones with 1009).
     max_frame_bytes: int = Field(default=1 << 20, ge=1024)
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
@@ -53,6 +63,8 @@ class GatewaySettings(ServiceSettings):
     inbound_burst: float = Field(default=500.0, ge=1)
     inbound_ping_cost: float = Field(default=0.1, gt=0, le=1)
     inbound_yield_every: int = Field(default=16, ge=1)
+    # Arrays/objects nested deeper than this are refused before decoding (publish APIs).
+    max_json_depth: int = Field(default=MAX_JSON_DEPTH, ge=2, le=256)
     # Messages per outbound `batch` frame when several wait for one client; 1 disables.
     outbound_batch_max: int = Field(default=10, ge=1)
     # Outbound messages at least this big are sent `compressed` to clients that asked.
@@ -96,3 +108,22 @@ class GatewaySettings(ServiceSettings):
     # times on the same connection; it stays in the user's mailbox until acked.
     ack_timeout: float = Field(default=5.0, gt=0)
     ack_retries: int = Field(default=3, ge=0)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or CIDR (list the proxies' addresses; "
+                    "empty trusts none)"
+                ) from None
+        return ",".join(items)
+
+    @property
+    def trusted_proxies(self) -> list[str]:
+        """The proxies whose X-Forwarded-For is trusted (empty: none)."""
+        return [item for item in self.forwarded_allow_ips.split(",") if item]

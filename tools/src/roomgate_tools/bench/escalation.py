@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import random
+import secrets
 import statistics
 import sys
 import tempfile
@@ -26,6 +27,9 @@ import grpc
 import redis.asyncio as aioredis
 from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
+from roomgate_auth.server import AuthServer
+from roomgate_auth.settings import AuthSettings
+from roomgate_auth.tokens import Principal, PrincipalKind
 from roomgate_common import keys
 
 from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port
@@ -94,6 +98,23 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
     procs: list[ManagedProcess] = []
     channels: list[grpc.aio.Channel] = []
     listener: asyncio.Task[None] | None = None
+    # Escalation verifies every caller with auth: a real auth service, and a service token.
+    auth = AuthServer(
+        AuthSettings.from_env(
+            listen="127.0.0.1:0",
+            redis_url=redis_proc.url,
+            jwt_issuer="roomgate-bench",
+            jwt_audience="roomgate",
+            jwt_hs256_secret=secrets.token_urlsafe(48),
+            metrics_listen="",
+            redis_check_interval=0,
+        )
+    )
+    await auth.start()
+    token, _ = auth.policy.mint(
+        Principal(kind=PrincipalKind.SERVICE, id="bench", permissions=("escalation",))
+    )
+    metadata = (("authorization", f"Bearer {token}"),)
     try:
         ports = []
         for i in range(args.replicas):
@@ -103,6 +124,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
                 log_path=tmp / f"replica-{i}.log",
                 env={
                     "ROOMGATE_REDIS_URL": redis_proc.url,
+                    "ROOMGATE_AUTH_ADDR": f"127.0.0.1:{auth.port}",
                     "ROOMGATE_ESCALATION_LISTEN": f"127.0.0.1:{port}",
                     "ROOMGATE_ESCALATION_CONSUMER_NAME": f"bench-{i}",
                     "ROOMGATE_ESCALATION_POLL_INTERVAL": str(args.poll_interval),
@@ -151,6 +173,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
                             ],
                         ),
                         timeout=30,
+                        metadata=metadata,
                     )
                 except grpc.aio.AioRpcError:
                     errors += 1
@@ -205,6 +228,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
             await channel.close()
         for proc in procs:
             await asyncio.to_thread(proc.stop, 10.0)
+        await auth.stop()
         redis_proc.stop()
 
 
