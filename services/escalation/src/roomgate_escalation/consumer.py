@@ -25,7 +25,7 @@ from typing import Any, cast
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from roomgate_common import keys
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.jsondepth import too_deep
 from roomgate_common.redis_adapter import translate_errors
 from roomgate_common.telemetry import extract_trace
@@ -104,12 +104,12 @@ class BusConsumer:
                 for _stream, entries in cast(list[Any], res or []):
                     for entry_id, fields in entries:
                         await self.handle(entry_id, fields)
-            except BusUnavailable:
+            except (BusUnavailable, BusBusy):
                 log.warning("redis unavailable, bus consumer paused")
                 await asyncio.sleep(0.5)
             except Exception as exc:
                 if "NOGROUP" in str(exc):  # the stream or group was deleted: recreate
-                    with contextlib.suppress(BusUnavailable):
+                    with contextlib.suppress(BusUnavailable, BusBusy):
                         await self.alerts.store.ensure_group(self.stream, self.group)
                     continue
                 log.exception("bus consumer error")

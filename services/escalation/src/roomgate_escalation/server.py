@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.jsondepth import MAX_JSON_DEPTH, too_deep
 
 from roomgate_escalation.alerts import AlertService
@@ -105,7 +105,7 @@ async def _status(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     except EscalationError as exc:
         await context.abort(grpc.StatusCode.ABORTED, str(exc))
-    except BusUnavailable:
+    except (BusUnavailable, BusBusy):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "redis unavailable")
 
 

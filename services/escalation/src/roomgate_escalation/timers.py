@@ -28,7 +28,7 @@ import logging
 import uuid
 
 from opentelemetry import trace
-from roomgate_common.errors import BusUnavailable
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.telemetry import extract_trace
 
 from roomgate_escalation.alerts import iso_ms
@@ -103,7 +103,7 @@ class TimerLoop:
             await asyncio.gather(*still, return_exceptions=True)
         # Completed fires no longer hold their token: release is a no-op for them.
         for claimed in held:
-            with contextlib.suppress(BusUnavailable):
+            with contextlib.suppress(BusUnavailable, BusBusy):
                 await self.store.release(claimed.alert_id, claimed.token)
         self._inflight.clear()
 
@@ -123,7 +123,7 @@ class TimerLoop:
                     self._last_counts = loop.time()
                     for state, count in (await self.store.counts()).items():
                         self.metrics.alerts.labels(state).set(count)
-            except BusUnavailable:
+            except (BusUnavailable, BusBusy):
                 log.warning("redis unavailable, timers paused")
                 await self._sleep(self.poll_interval)
                 continue
@@ -154,7 +154,7 @@ class TimerLoop:
     async def _fire(self, claimed: Claimed) -> None:
         try:
             await self._fire_level(claimed)
-        except BusUnavailable:
+        except (BusUnavailable, BusBusy):
             # Keep the claim: the lease runs out and the level is fired again (recovery).
             log.warning("redis unavailable while firing", extra={"alert_id": claimed.alert_id})
         except Exception:
