@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,6 +244,10 @@ async def running_stack(
     async with services(services_url or redis_url) as (auth, authz):
         settings = gateway_settings(redis_url, auth.port, authz.port, **overrides)
         server, port, app = await start_gateway(settings)
+        # Per-minute rates (connects, messages) count in calendar minutes: the clock that
+        # places them stays in the middle of one, so no test straddles a minute's end.
+        frozen = time.time() // 60 * 60 + 30
+        app.state.gateway.counts.clock = lambda: frozen
         stack = Stack(redis_url, auth, authz, settings, server, port, app)
         try:
             yield stack

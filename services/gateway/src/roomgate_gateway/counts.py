@@ -1,5 +1,5 @@
-"""Cluster-wide connection counts (per IP, per principal) and connect rates (per principal)
-in Redis.
+"""Cluster-wide connection counts (per IP, per principal) and per-minute rates (connects and
+messages per principal) in Redis.
 
 Each count is a hash with one field per gateway (``keys.conn_count_*``); the gateway
 remembers the hashes it has a field in (``keys.gateway_count_keys``) so that the others can
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from roomgate_common import keys
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis
@@ -40,8 +41,8 @@ return 0
 """
 
 
-# One more connect of a principal in this window; the count so far.
-CONNECT_RATE_SCRIPT = """
+# One more event (a connect, a message) of a principal in this window; the count so far.
+RATE_SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return n
@@ -58,15 +59,25 @@ class ConnectionCounts:
         self._set = keys.gateway_count_keys(gateway_id)
         self._count = redis.register_script(COUNT_SCRIPT)
         self._uncount = redis.register_script(UNCOUNT_SCRIPT)
-        self._connect_rate = redis.register_script(CONNECT_RATE_SCRIPT)
+        self._rate = redis.register_script(RATE_SCRIPT)
         self.refs: dict[str, int] = {}
+        # The wall clock that places a rate in its calendar minute (tests freeze it).
+        self.clock: Callable[[], float] = time.time
 
     async def connect_allowed(self, principal: str, per_minute: int) -> bool:
         """Count one connect of ``principal`` (``kind:id``) in this calendar minute,
         cluster-wide; False beyond ``per_minute`` (reconnect churn, e.g. a flapping agent)."""
-        window = int(time.time() // 60)
-        connects = await self._connect_rate(keys=[keys.rate_connect(principal, window)], args=[120])
-        return int(connects) <= per_minute
+        return await self._per_minute(keys.rate_connect, principal) <= per_minute
+
+    async def messages_this_minute(self, principal: str) -> int:
+        """Count one client message of ``principal`` (``kind:id``) in this calendar minute,
+        cluster-wide; the count so far (the caller compares it with its limit)."""
+        return await self._per_minute(keys.rate_user, principal)
+
+    async def _per_minute(self, key: Callable[[str, int], str], principal: str) -> int:
+        window = int(self.clock() // 60)
+        # Kept two windows: a late call of the previous minute still finds its counter.
+        return int(await self._rate(keys=[key(principal, window)], args=[120]))
 
     async def count(self, limited: list[tuple[str, int]]) -> int | None:
         """Count one connection in each ``(key, limit)`` in order; the index of the first

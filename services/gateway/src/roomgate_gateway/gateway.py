@@ -58,13 +58,6 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 # Client events that are commands to the escalation service when it is configured.
 ALERT_COMMANDS = frozenset({"alert_acknowledged", "alert_resolved"})
 
-RATE_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
-
 # What a Redis call of the gateway can fail with: Redis down, or this process's pool busy.
 BUS_ERRORS = (BusUnavailable, BusBusy)
 
@@ -140,7 +133,6 @@ class Gateway:
             backlog_max=s.mailbox_backlog_max,
         )
         self.counts = ConnectionCounts(self.redis, s.gateway_id)
-        self._rate_script = self.redis.register_script(RATE_SCRIPT)
         self.auth = AuthClient(
             s.auth_addr,
             timeout=s.auth_timeout,
@@ -526,12 +518,9 @@ class Gateway:
     async def within_rate(self, conn: Connection) -> bool:
         """Count one client message against the per-user rate (cluster-wide, per minute)."""
         limit = self.limits.messages_per_user_per_minute
-        window = int(time.time() // 60)
         try:
             async with translate_errors("rate"):
-                count = await self._rate_script(
-                    keys=[keys.rate_user(f"{conn.kind}:{conn.user_id}", window)], args=[120]
-                )
+                count = await self.counts.messages_this_minute(f"{conn.kind}:{conn.user_id}")
         except BusUnavailable:
             return True  # fail open: the limit protects Redis and peers, not correctness
         except BusBusy:  # overloaded, maybe by this very client: not let through unchecked
@@ -546,7 +535,7 @@ class Gateway:
         conn.error(
             ErrorCode.RATE_LIMITED,
             f"more than {limit} messages per minute",
-            retry_after=60 - int(time.time() % 60),
+            retry_after=60 - int(self.counts.clock() % 60),
         )
         return False
 
