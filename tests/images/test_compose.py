@@ -29,6 +29,7 @@ from roomgate_tools.stack import (
     StackConfig,
     StackPorts,
     compose_haproxy_config,
+    gateway_service_credential,
     haproxy_servers,
 )
 
@@ -81,10 +82,13 @@ def compose(container_runtime: ContainerRuntime) -> Iterator[tuple[Compose, Loca
             "ROOMGATE_JWT_AUDIENCE": "roomgate",
         },
     )
+    gateway_key, service_keys = gateway_service_credential()
     env = {
         **os.environ,
         **engine.env,
         **config.resolved_secrets(),
+        "ROOMGATE_ESCALATION_API_KEY": gateway_key,
+        "ROOMGATE_SERVICE_KEYS": service_keys,
         "ROOMGATE_LB_PORT": str(config.ports.lb),
         "ROOMGATE_REDIS_PORT": str(config.ports.redis),
         "ROOMGATE_REDIS_IMAGE": container_runtime.infra,

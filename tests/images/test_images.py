@@ -20,7 +20,7 @@ from roomgate_tools.controlplane import REPO_ROOT, KubeAPI, find_binary, install
 from roomgate_tools.engine import DockerEngine
 from roomgate_tools.images import SERVICES, chart_images, oci_args
 from roomgate_tools.procs import RedisProcess, free_port
-from roomgate_tools.stack import grpc_serving, http_status
+from roomgate_tools.stack import gateway_service_credential, grpc_serving, http_status
 
 from tests.kube.conftest import by_kind, objects, render
 
@@ -162,10 +162,14 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server.stop()
 
 
+_GATEWAY_KEY, _SERVICE_KEYS = gateway_service_credential()
 SECRETS = {
     "ROOMGATE_REDIS_PASSWORD": "",  # the URL is the test's Redis, without one
     "ROOMGATE_JWT_HS256_SECRET": secrets.token_urlsafe(48),
     "ROOMGATE_ADMIN_SECRET": secrets.token_urlsafe(32),
+    # The gateway's escalation credential and auth's record of it (the chart generates both).
+    "ROOMGATE_ESCALATION_API_KEY": _GATEWAY_KEY,
+    "ROOMGATE_SERVICE_KEYS": _SERVICE_KEYS,
 }
 
 

@@ -23,10 +23,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import hashlib
 import io
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -39,6 +37,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+
+from roomgate_auth.tokens import api_key_digest, new_api_key
 
 from roomgate_tools.containers import REDIS_USER, ContainerProcess, ContainerRuntime, Mount
 from roomgate_tools.observability import (
@@ -187,6 +187,14 @@ class StackConfig:
         from roomgate_tools.devenv import dev_secrets
 
         return dev_secrets()
+
+
+def gateway_service_credential() -> tuple[str, str]:
+    """The gateways' credential for escalation, as the chart makes it: a fresh API key of
+    service "gateway" (ROOMGATE_ESCALATION_API_KEY) and auth's record of it, which holds
+    only its digest (a ROOMGATE_SERVICE_KEYS entry)."""
+    key = new_api_key()
+    return key, f"gateway:escalation={api_key_digest(key)}"
 
 
 # ------------------------------------------------------------------------- readiness
@@ -581,10 +589,7 @@ class LocalStack:
         auth_addr = f"127.0.0.1:{p.auth}"
         authz_addr = f"127.0.0.1:{p.roomauthz}"
         esc_addr = f"127.0.0.1:{p.escalation}"
-        # The gateways' credential for escalation: an API key of service "gateway" (new each
-        # start), which auth knows by its digest (ROOMGATE_SERVICE_KEYS), as in the chart.
-        gateway_key = "rgs_" + secrets.token_urlsafe(32)
-        digest = hashlib.sha256(gateway_key.encode()).hexdigest()
+        gateway_key, service_keys = gateway_service_credential()
         services = [
             self._service(
                 "auth",
@@ -593,7 +598,7 @@ class LocalStack:
                 auth_addr,
                 listen=auth_addr,
                 metrics_listen=f"127.0.0.1:{p.auth_metrics}",
-                service_keys=f"gateway:escalation={digest}",
+                service_keys=service_keys,
             ),
             self._service(
                 "roomauthz",
