@@ -255,6 +255,7 @@ async def test_waiting_messages_go_out_as_one_batch(stack: Stack) -> None:
     await send(ws, {"type": "subscribe", "data": {"room": "system"}})
     await recv_until(ws, lambda m: m["type"] == "subscribed" and m["room"] == "system")
     ws.transport.pause_reading()  # type: ignore[attr-defined]
+    deliveries = stack.gateway.metrics.deliveries._value.get()
     sent = [
         await stack.publish("system", "metrics_update", {"n": i, "pad": "x" * 32000})
         for i in range(400)
@@ -267,6 +268,8 @@ async def test_waiting_messages_go_out_as_one_batch(stack: Stack) -> None:
         frames.append(frame)
         got.extend(str(m["id"]) for m in flatten(frame) if m.get("type") == "metrics_update")
     assert got == [s.id for s in sent]
+    # Counted as written, also what the write-behind task wrote after the socket drained.
+    assert stack.gateway.metrics.deliveries._value.get() - deliveries == len(sent)
     batches = [f for f in frames if f["type"] == "batch"]
     assert batches
     assert all(2 <= len(b["messages"]) <= stack.settings.outbound_batch_max for b in batches)  # type: ignore[arg-type]

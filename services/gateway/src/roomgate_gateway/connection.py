@@ -1,13 +1,14 @@
 """One client connection: the protocol state machine driven by a WebSocket (raw ASGI).
 
 The read side runs in the ASGI task uvicorn gives every connection. The write side costs
-nothing while the client keeps up: a delivery is written at once. Under the gateway's own
-WebSocket protocol (``wsprotocol``) that is one ``transport.write`` of the message's frame
-bytes, built once for all its recipients; under any other ASGI server ``_send_now`` steps
-the ASGI ``send`` coroutine eagerly. Only when the socket pushes back does the connection
-get a writer task, which drains the bounded priority queue (``OutboundQueue``), several
-messages per ``batch`` frame, and exits when the queue is empty. Fan-out therefore never
-waits for a slow client.
+nothing while the client keeps up. Under the gateway's own WebSocket protocol
+(``wsprotocol``) a delivery is staged and, at the end of the event-loop turn, everything the
+turn handed the connection leaves in one ``transport.write`` of the messages' frame bytes,
+each built once for all its recipients (``coalescing``); under any other ASGI server
+``_send_now`` steps the ASGI ``send`` coroutine eagerly. Only when the socket pushes back
+does the connection get a writer task, which drains the bounded priority queue
+(``OutboundQueue``), several messages per ``batch`` frame, and exits when the queue is
+empty. Fan-out therefore never waits for a slow client.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Connection:
         "_queue",
         "_receive",
         "_send",
+        "_staged",
         "_token",
         "_writer",
         "compress",
@@ -134,6 +136,8 @@ class Connection:
         self._queue: OutboundQueue | None = None
         self._busy = False
         self._writer: asyncio.Task[None] | None = None
+        # What this loop turn handed over, written at its end (coalescing.py)
+        self._staged: list[Outgoing] | None = None
         # The token's next deadline: the expiry warning, then (armed by it) the close
         self._expiry_timer: asyncio.TimerHandle | None = None
         # envelope id -> [message, resends so far, timer]: requiresAck messages not yet acked
@@ -189,18 +193,45 @@ class Connection:
         if self._busy:
             self._enqueue(item)
             return
+        if self._direct is None:
+            if self._send_now(self._frame_of(item), item):
+                self.gw.coalescer.wrote_one(item)
+            return
+        # Staged until the end of this loop turn (coalescing.py): one socket write then.
+        staged = self._staged
+        if staged is None:
+            self._staged = [item]
+            self.gw.coalescer.staged(self)
+        else:
+            staged.append(item)
+
+    def flush_staged(self) -> None:
+        """Write what this turn staged, in order, in one ``transport.write``: the frames
+        are the ones each message would get alone (built once for all its recipients), so
+        coalescing changes the number of system calls, not what the client receives."""
+        items = self._staged
+        if items is None:
+            return
+        self._staged = None
         direct = self._direct
-        if direct is None:
-            self._send_now(self._frame_of(item))
+        assert direct is not None
+        if self._busy:
+            for item in items:
+                self._enqueue(item)
         elif direct.writable_now():
-            direct.transport.write(self._wire_of(item))
-            self.gw.delivered += 1
+            if len(items) == 1:
+                direct.transport.write(self._wire_of(items[0]))
+                self.gw.coalescer.wrote_one(items[0])
+                return
+            direct.transport.write(b"".join([self._wire_of(item) for item in items]))
+            self.gw.coalescer.wrote(items)
         elif direct.can_write():  # the socket pushed back: queue, and write when it drains
             self._busy = True
-            self._enqueue(item)
+            for item in items:
+                self._enqueue(item)
             self._writer = asyncio.get_running_loop().create_task(self._write_behind(None))
         else:
-            self.gw.metrics.drops.labels("closed").inc()
+            self.gw.metrics.drops.labels("closed").inc(len(items))
 
     # ------------------------------------------------------------------ acknowledged delivery
     def _await_ack(self, item: Outgoing) -> None:
@@ -279,28 +310,34 @@ class Connection:
             item.wire = text_frame(item.frame.encode())
         return item.wire
 
-    def _send_now(self, frame: str) -> None:
+    def _send_now(self, frame: str, item: Outgoing | None = None) -> bool:
+        """Write ``frame`` through the ASGI ``send`` now; True when it was written. What
+        this turn staged goes first (the frame must not overtake it)."""
+        if self._staged is not None:
+            self.flush_staged()
         coro = self._send({"type": "websocket.send", "text": frame})
         try:
             suspended_on = coro.send(None)
         except StopIteration:
-            self.gw.delivered += 1
-            return
+            return True
         except Exception:
             self.gw.metrics.drops.labels("closed").inc()
-            return
+            return False
         # The socket pushed back: continue in a writer task, queue everything after it.
         self._busy = True
         self._writer = asyncio.get_running_loop().create_task(
-            self._write_behind(_Resume(coro, suspended_on))
+            self._write_behind(_Resume(coro, suspended_on), item)
         )
+        return False
 
-    async def _write_behind(self, pending: _Resume | None) -> None:
+    async def _write_behind(self, pending: _Resume | None, item: Outgoing | None = None) -> None:
         direct = self._direct
+        coalescer = self.gw.coalescer
         try:
             if pending is not None:
                 await pending
-                self.gw.delivered += 1
+                if item is not None:
+                    coalescer.wrote_one(item)
             batch_max = self.gw.settings.outbound_batch_max
             while self._queue and self.sm.state is State.OPEN:
                 items, expired = self._queue.pop_many(batch_max, time.monotonic())
@@ -321,7 +358,7 @@ class Connection:
                 else:
                     frame = self._frame_of(items[0]) if len(items) == 1 else _batch_frame(items)
                     await self._send({"type": "websocket.send", "text": frame})
-                self.gw.delivered += len(items)
+                coalescer.wrote(items)
         except Exception:
             self.gw.metrics.drops.labels("closed").inc(len(self._queue or ()))
         finally:
@@ -369,6 +406,8 @@ class Connection:
     async def close(self, code: CloseCode, reason: str | None = None) -> None:
         if self.sm.state in (State.CLOSING, State.CLOSED):
             return
+        if self._staged is not None:  # what was handed over before the close goes first
+            self.flush_staged()
         self.sm.to(State.CLOSING)
         self.gw.metrics.closes.labels(str(int(code))).inc()
         with contextlib.suppress(Exception):

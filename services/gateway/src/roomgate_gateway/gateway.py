@@ -40,6 +40,7 @@ from roomgate_gateway.clients import (
     Principal,
     RoomAuthzClient,
 )
+from roomgate_gateway.coalescing import WriteCoalescer
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.counts import ConnectionCounts
@@ -88,7 +89,7 @@ class Gateway:
         # costs 216 bytes per connection)
         self.by_user: dict[tuple[int, str], list[Connection]] = {}
         self.draining = False
-        self.delivered = 0
+        self.coalescer = WriteCoalescer(self.metrics)
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
         # room -> (epoch, offset) of the last message handed to its local members
         self.last_offset: dict[str, tuple[str, int]] = {}
@@ -692,11 +693,8 @@ class Gateway:
             )
             token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            before = self.delivered
             for conn in tuple(members):
-                conn.deliver(out)
-            self.metrics.deliveries.inc(self.delivered - before)
-            self.metrics.bytes_out.inc(len(out.frame) * (self.delivered - before))
+                conn.deliver(out)  # counted when written (coalescing.py)
             self.metrics.delivery_latency.observe(max(0.0, out.age))
         finally:
             if span is not None:

@@ -41,7 +41,14 @@ class GatewayMetrics:
             f"{p}_messages_out", "Messages sent to clients, by type", ["type"], registry=r
         )
         self.deliveries = Counter(
-            f"{p}_deliveries", "Messages handed to client sockets", registry=r
+            f"{p}_deliveries",
+            "Room events written to client sockets (fan-out, replays, mailbox, resends)",
+            registry=r,
+        )
+        self.socket_writes = Counter(
+            f"{p}_socket_writes",
+            "Writes to client sockets; one carries every frame a loop turn handed a connection",
+            registry=r,
         )
         self.drops = Counter(
             f"{p}_drops", "Messages not delivered, by reason", ["reason"], registry=r
