@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from roomgate_common.bearer import bearer_token as parse_bearer
 from roomgate_common.telemetry import grpc_server_interceptor
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ class GrpcServer:
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
     """The token of the ``authorization: Bearer ...`` call metadata ('' when absent)."""
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value[len("Bearer ") :]
+        if key == "authorization" and isinstance(value, str):
+            return parse_bearer(value)
     return ""
 
 
