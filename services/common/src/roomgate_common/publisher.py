@@ -146,6 +146,26 @@ class Publisher:
     async def publish_envelope(self, envelope: Envelope) -> Published:
         """Publish an envelope built elsewhere (the gateway's client publishes). Messages of
         a ``user-{id}`` room are marked ``requiresAck`` and filed in that user's mailbox."""
+        room_keys, args = self._script_call(envelope)
+        async with translate_errors("publish"):
+            result = await self._script(keys=room_keys, args=args)
+        return _published(envelope, result)
+
+    async def publish_envelopes(self, envelopes: list[Envelope]) -> list[Published]:
+        """Publish several envelopes in one round trip (a pipeline; each is published as
+        ``publish_envelope`` does, in order). Raises ``BusUnavailable`` when Redis is down:
+        then some of them may have been published (each one wholly or not at all)."""
+        if is_cluster(self._redis):  # their rooms live on different shards: one by one
+            return [await self.publish_envelope(envelope) for envelope in envelopes]
+        calls = [self._script_call(envelope) for envelope in envelopes]
+        async with translate_errors("publish"):
+            pipe = self._redis.pipeline(transaction=False)
+            for room_keys, args in calls:
+                await self._script(keys=room_keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return [_published(e, r) for e, r in zip(envelopes, results, strict=True)]
+
+    def _script_call(self, envelope: Envelope) -> tuple[list[str], list[Any]]:
         assert envelope.room is not None
         room = envelope.room
         bound = self._history.bound(room)
@@ -156,25 +176,25 @@ class Publisher:
             room_keys += keys.mailbox_keys(user)
         elif self._durable and is_durable(room, self._durable):
             envelope.metadata["requiresAck"] = True  # gateways file it per user on delivery
-        async with translate_errors("publish"):
-            offset, epoch, evicted = await self._script(
-                keys=room_keys,
-                args=[
-                    encode(envelope),
-                    bound.max_messages,
-                    secrets.token_hex(4),
-                    keys.room_channel(room),
-                    self._publish_command,
-                    bound.max_age * 1000,
-                    envelope.id,
-                    envelope.metadata.get("priority", "normal"),
-                    self._mailbox_cap,
-                    self._mailbox_ttl * 1000,
-                ],
-            )
-        return Published(
-            **{f: getattr(envelope, f) for f in envelope.__struct_fields__},
-            offset=int(offset),
-            epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
-            mailbox_evicted=int(evicted),
-        )
+        return room_keys, [
+            encode(envelope),
+            bound.max_messages,
+            secrets.token_hex(4),
+            keys.room_channel(room),
+            self._publish_command,
+            bound.max_age * 1000,
+            envelope.id,
+            envelope.metadata.get("priority", "normal"),
+            self._mailbox_cap,
+            self._mailbox_ttl * 1000,
+        ]
+
+
+def _published(envelope: Envelope, result: Any) -> Published:
+    offset, epoch, evicted = result
+    return Published(
+        **{f: getattr(envelope, f) for f in envelope.__struct_fields__},
+        offset=int(offset),
+        epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
+        mailbox_evicted=int(evicted),
+    )

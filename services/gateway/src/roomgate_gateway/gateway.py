@@ -44,6 +44,7 @@ from roomgate_gateway.coalescing import WriteCoalescer
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.counts import ConnectionCounts
+from roomgate_gateway.credentials import CredentialCache
 from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics
@@ -90,6 +91,12 @@ class Gateway:
         self.by_user: dict[tuple[int, str], list[Connection]] = {}
         self.draining = False
         self.coalescer = WriteCoalescer(self.metrics)
+        # Service tokens of the publish APIs that auth verified (credentials.py)
+        self.publish_credentials: CredentialCache[Principal] = CredentialCache(
+            settings.publish_credential_ttl,
+            settings.publish_credential_cache_size,
+            kind_of=lambda principal: KIND_NAMES.get(principal.kind, ""),
+        )
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
         # room -> (epoch, offset) of the last message handed to its local members
         self.last_offset: dict[str, tuple[str, int]] = {}
@@ -372,20 +379,19 @@ class Gateway:
 
     async def authorize(
         self,
-        conn: Connection,
+        principal: Principal,
         room: str,
         action: str,
         message_type: str = "",
         parent: otel_context.Context | None = None,
     ) -> Decision:
-        assert conn.principal is not None
-        key = (conn.principal.token_id or conn.principal.session_id, room, action, message_type)
+        key = (principal.token_id or principal.session_id, room, action, message_type)
         now = time.monotonic()
         hit = self._authz_cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
         start = time.perf_counter()
-        decision = await self.authz.authorize(conn.principal, room, action, message_type, parent)
+        decision = await self.authz.authorize(principal, room, action, message_type, parent)
         self.metrics.authz_latency.observe(time.perf_counter() - start)
         if self.settings.authz_cache_ttl > 0:
             if len(self._authz_cache) > 100_000:
@@ -418,8 +424,9 @@ class Gateway:
                     )
                     return
             try:
+                assert conn.principal is not None
                 decision = await self.authorize(
-                    conn, room, "subscribe", parent=trace.set_span_in_context(span)
+                    conn.principal, room, "subscribe", parent=trace.set_span_in_context(span)
                 )
             except PeerUnavailable:
                 conn.error(
@@ -550,8 +557,13 @@ class Gateway:
             attributes={"roomgate.room": room, "roomgate.type": msg.type},
         ) as span:
             try:
+                assert conn.principal is not None
                 decision = await self.authorize(
-                    conn, room, "publish", msg.type, parent=trace.set_span_in_context(span, ctx)
+                    conn.principal,
+                    room,
+                    "publish",
+                    msg.type,
+                    parent=trace.set_span_in_context(span, ctx),
                 )
             except PeerUnavailable:
                 conn.error(ErrorCode.UNAVAILABLE, "authorisation unavailable, retry", ref=msg)
@@ -592,6 +604,14 @@ class Gateway:
         published = await self.publisher.publish_envelope(envelope)
         if published.mailbox_evicted:
             self.metrics.drops.labels("mailbox_full").inc(published.mailbox_evicted)
+        return published
+
+    async def publish_many(self, envelopes: list[Envelope]) -> list[Published]:
+        """Publish several in one Redis round trip, in order (``publish`` for each)."""
+        published = await self.publisher.publish_envelopes(envelopes)
+        evicted = sum(p.mailbox_evicted for p in published)
+        if evicted:
+            self.metrics.drops.labels("mailbox_full").inc(evicted)
         return published
 
     async def _alert_command(self, conn: Connection, msg: p.Event) -> None:
@@ -705,7 +725,9 @@ class Gateway:
         """After the bus reconnects: hand local members what was published while the
         subscriber was away (from each served room's history), so no accepted message is
         missed live. Duplicates with the live stream are dropped by offset. Revocations
-        announced meanwhile were missed too: the sessions are checked against Redis."""
+        announced meanwhile were missed too: the sessions are checked against Redis, and
+        the publish APIs' kept credentials are verified again."""
+        self.publish_credentials.clear()
         await sweep_revoked(self)
         for room, (epoch, last) in list(self.last_offset.items()):
             try:

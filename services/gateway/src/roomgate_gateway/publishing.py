@@ -1,16 +1,20 @@
 """The backend publishing API, shared by ``POST /api/v1/publish`` and the gRPC
-``PublishService``: authenticate the service token, authorise the publish with roomauthz,
-hand the envelope to the bus. Errors carry an HTTP status and a machine-readable code."""
+``PublishService``: authenticate the service token (kept once verified, credentials.py),
+authorise the publish with roomauthz (decisions kept AUTHZ_CACHE_TTL), hand the envelope to
+the bus. Errors carry an HTTP status and a machine-readable code."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import msgspec
 from opentelemetry.trace import SpanKind
-from roomgate_common.envelope import make_envelope
+from roomgate_common.envelope import Envelope, make_envelope
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.jsondepth import too_deep
+from roomgate_common.publisher import Published
 from roomgate_common.telemetry import inject_trace
 
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
@@ -32,7 +36,14 @@ class PublishBody(msgspec.Struct):
     requiresAck: bool = False
 
 
+class PublishBatch(msgspec.Struct):
+    """``POST /api/v1/publish/batch``: up to ``PUBLISH_BATCH_MAX`` events in one request."""
+
+    events: list[PublishBody]
+
+
 publish_decoder = msgspec.json.Decoder(PublishBody)
+batch_decoder = msgspec.json.Decoder(PublishBatch)
 
 
 class PublishError(Exception):
@@ -52,12 +63,15 @@ async def authenticate_publisher(gw: Gateway, token: str) -> Principal:
     """The service principal behind ``token``, with the publish permission (any room yet)."""
     if not token:
         raise PublishError(401, "unauthorized", "missing bearer token")
-    try:
-        principal = await gw.authenticate(token)
-    except AuthRejected as exc:
-        raise PublishError(401, "unauthorized", exc.reason) from None
-    except PeerUnavailable:
-        raise PublishError(503, "unavailable", "auth unavailable") from None
+    principal = gw.publish_credentials.get(token)  # verified earlier, still good
+    if principal is None:
+        try:
+            principal = await gw.authenticate(token)
+        except AuthRejected as exc:
+            raise PublishError(401, "unauthorized", exc.reason) from None
+        except PeerUnavailable:
+            raise PublishError(503, "unavailable", "auth unavailable") from None
+        gw.publish_credentials.put(token, principal)
     if (
         KIND_NAMES.get(principal.kind) != "service"
         or gw.settings.publish_permission not in principal.permissions
@@ -70,17 +84,16 @@ async def authenticate_publisher(gw: Gateway, token: str) -> Principal:
 
 async def authorize_room(gw: Gateway, principal: Principal, room: str, type_: str) -> None:
     """roomauthz allows ``principal`` to publish ``type_`` into ``room``, or PublishError."""
-    try:
-        decision = await gw.authz.authorize(principal, room, "publish", type_)
+    try:  # decisions are kept AUTHZ_CACHE_TTL, as the WebSocket's (an ACL change drops them)
+        decision = await gw.authorize(principal, room, "publish", type_)
     except PeerUnavailable:
         raise PublishError(503, "unavailable", "roomauthz unavailable") from None
     if not decision.allowed:
         raise PublishError(403, "permission_denied", decision.reason)
 
 
-async def publish_event(
-    gw: Gateway, principal: Principal, body: PublishBody, sender: str | None = None
-) -> dict[str, Any]:
+def build_envelope(principal: Principal, body: PublishBody, sender: str | None = None) -> Envelope:
+    """The envelope of one publish (trace context of the current span in its metadata)."""
     metadata: dict[str, Any] = {"priority": body.metadata.priority}
     if body.metadata.ttl:
         metadata["ttl"] = body.metadata.ttl
@@ -88,32 +101,56 @@ async def publish_event(
         metadata["correlation_id"] = body.metadata.correlation_id
     if body.requiresAck:
         metadata["requiresAck"] = True
+    inject_trace(metadata)
+    return make_envelope(
+        body.type, sender=sender or principal.id, room=body.room, data=body.data, metadata=metadata
+    )
+
+
+async def publish_event(
+    gw: Gateway, principal: Principal, body: PublishBody, sender: str | None = None
+) -> dict[str, Any]:
     # The span every gateway's `deliver` span is a child of (its context rides in metadata).
     with gw.tracer.start_as_current_span(
         "publish", kind=SpanKind.PRODUCER, attributes={"roomgate.room": body.room}
     ):
-        inject_trace(metadata)
-        envelope = make_envelope(
-            body.type,
-            sender=sender or principal.id,
-            room=body.room,
-            data=body.data,
-            metadata=metadata,
-        )
-        try:
+        envelope = build_envelope(principal, body, sender)
+        with _bus_errors():
             published = await gw.publish(envelope)
-        except BusUnavailable:
-            raise PublishError(
-                503, "unavailable", "bus unavailable; message not accepted"
-            ) from None
-        except BusBusy:
-            raise PublishError(503, "unavailable", "gateway busy; message not accepted") from None
+    return _result(published)
+
+
+async def publish_events(
+    gw: Gateway, principal: Principal, bodies: list[PublishBody]
+) -> list[dict[str, Any]]:
+    """Publish ``bodies`` (already authorised) in one Redis round trip, in order."""
+    with gw.tracer.start_as_current_span(
+        "publish", kind=SpanKind.PRODUCER, attributes={"roomgate.events": len(bodies)}
+    ):
+        envelopes = [build_envelope(principal, body) for body in bodies]
+        with _bus_errors(partial=True):
+            published = await gw.publish_many(envelopes)
+    return [_result(p) for p in published]
+
+
+def _result(published: Published) -> dict[str, Any]:
     return {
         "id": published.id,
         "room": published.room,
         "offset": published.offset,
         "epoch": published.epoch,
     }
+
+
+@contextlib.contextmanager
+def _bus_errors(partial: bool = False) -> Iterator[None]:
+    lost = "some events may have been published" if partial else "message not accepted"
+    try:
+        yield
+    except BusUnavailable:
+        raise PublishError(503, "unavailable", f"bus unavailable; {lost}") from None
+    except BusBusy:
+        raise PublishError(503, "unavailable", f"gateway busy; {lost}") from None
 
 
 def check_depth(gw: Gateway, raw: bytes | str) -> None:

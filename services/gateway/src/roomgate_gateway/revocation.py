@@ -1,7 +1,8 @@
 """Revoked tokens lose their live sessions: auth announces every revocation on
 ``keys.REVOCATIONS_CHANNEL`` (``roomgate_common.revocation``), every gateway subscribes to
 it with its control channels, and this module closes the WebSocket and SSE sessions of
-this gateway that the revocation covers with 4001 ``revoked``. The lookup is the
+this gateway that the revocation covers with 4001 ``revoked`` (and forgets the publish
+APIs' kept credentials it covers, ``credentials.py``). The lookup is the
 principal's own connections (``Gateway.by_user``), not a scan.
 
 Pub/sub is at-most-once: events published while the gateway's subscriber was away are
@@ -35,6 +36,7 @@ def close_revoked(gw: Gateway, data: bytes) -> int:
     except ValueError as exc:
         log.warning("ignored a malformed revocation event: %s", exc)
         return 0
+    gw.publish_credentials.revoke(revocation)  # the publish APIs ask auth again
     closed = 0
     for conn in list(gw.by_user.get((_KIND_CODES[revocation.kind], revocation.id), ())):
         principal = conn.principal
