@@ -11,10 +11,12 @@ from roomgate_tools.bench import publish
 
 
 @pytest.mark.timeout(120)
-async def test_every_server_is_measured_per_publish_call() -> None:
-    """Both servers answer every publish; CPU per call is positive, and only the gateway has
-    peers (auth, roomauthz) whose CPU is counted beside its own."""
-    args = argparse.Namespace(duration=0.5, publishers=2, only=None, json=False)
+@pytest.mark.parametrize("batch", [1, 10])
+async def test_every_server_is_measured_per_publish_call(batch: int) -> None:
+    """Both servers answer every publish (single or batched); CPU per event is positive, and
+    only the gateway has peers (auth, roomauthz) whose CPU is counted beside its own (it
+    may be nil: the gateway keeps verified tokens and decisions)."""
+    args = argparse.Namespace(duration=0.5, publishers=2, only=None, json=False, batch=batch)
     figures = {f.name: f for f in await publish._main(args)}
     assert set(figures) == {"gateway", "centrifugo"}
     for f in figures.values():
@@ -22,5 +24,7 @@ async def test_every_server_is_measured_per_publish_call() -> None:
         assert f.server_cpu_s > 0
         assert f.cpu_ms_per_call > 0
         assert 0 < f.p50_ms <= f.p99_ms
-    assert figures["gateway"].peers_cpu_s > 0
-    assert figures["centrifugo"].peers_cpu_s == 0
+        assert f.calls % batch == 0
+    assert figures["gateway"].peers == 2
+    assert figures["gateway"].peers_cpu_s >= 0
+    assert (figures["centrifugo"].peers, figures["centrifugo"].peers_cpu_s) == (0, 0)

@@ -10,6 +10,9 @@ not the fan-out:
 - Centrifugo v6 (``make bench-tools``): ``POST /api/publish`` with its API key, Redis engine,
   history on for the channel (the same settings as ``roomgate bench fanout``).
 
+With ``--batch N`` each call carries N events: ``POST /api/v1/publish/batch`` against
+Centrifugo's ``POST /api/batch`` of N publish commands; the figures are then per event.
+
 Prints calls/s, p50/p99 latency and server CPU per call (ms) for each, and the ratio the
 issue-12 target compares (gateway CPU per publish <= Centrifugo's). Nothing is asserted.
 Everything started is stopped at the end, also on errors or Ctrl-C.
@@ -47,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only", action="append", choices=("gateway", "centrifugo"), help="one server only"
     )
+    parser.add_argument(
+        "--batch", type=int, default=1, help="events per call (1: the single-event APIs)"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -59,6 +65,7 @@ class Figures:
     p99_ms: float
     server_cpu_s: float  # the server process
     peers_cpu_s: float  # the services it calls per publish (gateway: auth + roomauthz)
+    peers: int = 0  # how many such processes were measured
 
     @property
     def calls_per_s(self) -> float:
@@ -96,6 +103,13 @@ class GatewayPublisher:
         if status != 202:
             raise HttpError(f"gateway publish failed: {status} {payload[:200]!r}")
 
+    async def publish_batch(self, items: list[dict[str, object]]) -> None:
+        events = [{"room": ROOM, "type": "metrics_update", "data": data} for data in items]
+        body = json.dumps({"events": events}, separators=(",", ":")).encode()
+        status, payload = await self._http.post("/api/v1/publish/batch", body, self._headers)
+        if status != 202:
+            raise HttpError(f"gateway batch publish failed: {status} {payload[:200]!r}")
+
     async def close(self) -> None:
         await self._http.close()
 
@@ -108,7 +122,12 @@ def _cpu(pids: list[int]) -> float:
 
 
 async def _measure(
-    name: str, publishers: list[Publisher], server: int, peers: list[int], duration: float
+    name: str,
+    publishers: list[Publisher],
+    server: int,
+    peers: list[int],
+    duration: float,
+    batch: int = 1,
 ) -> Figures:
     latencies: list[float] = []
     calls = 0
@@ -119,11 +138,14 @@ async def _measure(
         seq = 0
         while loop.time() < until:
             started = time.perf_counter()
-            await publisher.publish_data({"seq": seq})
-            seq += 1
+            if batch == 1:
+                await publisher.publish_data({"seq": seq})
+            else:
+                await publisher.publish_batch([{"seq": seq + n} for n in range(batch)])
+            seq += batch
             if record:
                 latencies.append(time.perf_counter() - started)
-                calls += 1
+                calls += batch  # events
 
     warmup = loop.time() + 0.5
     await asyncio.gather(*(one(p, warmup, False) for p in publishers))
@@ -142,6 +164,7 @@ async def _measure(
         p99_ms=procstat.percentile(latencies, 0.99) * 1000,
         server_cpu_s=after[0] - before[0],
         peers_cpu_s=after[1] - before[1],
+        peers=len(peers),
     )
 
 
@@ -166,7 +189,9 @@ async def _run_one(
             else:
                 publishers.append(await target.publisher(redis_url))
         server, peers = _pids(target)
-        return await _measure(target.name, publishers, server, peers, args.duration)
+        return await _measure(
+            target.name, publishers, server, peers, args.duration, max(1, args.batch)
+        )
     finally:
         for publisher in publishers:
             await publisher.close()
@@ -201,13 +226,15 @@ def run(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
+    per = "event" if args.batch > 1 else "call"
+    batched = f", {args.batch} events per call (per event; latency per call)"
     print(
         f"HTTP publish: {args.publishers} kept-alive publishers, {args.duration:g} s per server, "
-        "into a room with no subscriber"
+        "into a room with no subscriber" + (batched if args.batch > 1 else "")
     )
     header = (
-        f"{'server':<11} {'calls/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'server CPU ms/call':>19} {'+ peers':>8} {'total':>7}"
+        f"{'server':<11} {per + 's/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'server CPU ms/' + per:>19} {'+ peers':>8} {'total':>7}"
     )
     print(header)
     print("-" * len(header))

@@ -71,6 +71,14 @@ class HttpApiPublisher:
         if status != 200 or b'"error"' in payload:
             raise HttpError(f"centrifugo publish failed: {status} {payload[:200]!r}")
 
+    async def publish_batch(self, items: list[dict[str, object]]) -> None:
+        """Several publishes in one ``/api/batch`` call (executed in order)."""
+        commands = [{"publish": {"channel": ROOM, "data": data}} for data in items]
+        body = json.dumps({"commands": commands}, separators=(",", ":")).encode()
+        status, payload = await self._http.post("/api/batch", body, self._headers)
+        if status != 200 or b'"error"' in payload:
+            raise HttpError(f"centrifugo batch failed: {status} {payload[:200]!r}")
+
     async def close(self) -> None:
         await self._http.close()
 
