@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from roomgate_common import keys
-from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis
+from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, is_cluster
 
 # Count one connection in a cluster-wide hash (field per gateway) unless the total is at
 # the limit. One key per script: it works in a Redis Cluster (IP and user hashes live on
@@ -41,6 +41,29 @@ return 0
 """
 
 
+# A connect, in one round trip (a single Redis server): one more connect of the principal in
+# this minute (KEYS[1]) unless beyond ARGV[2] (-1); each count hash (KEYS[2..n-1]) below
+# its limit (ARGV[3..]) or the index of the first at it (0-based); then counted in every
+# hash and the hashes remembered in the gateway's set (KEYS[n]): -2.
+ADMIT_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+if n > tonumber(ARGV[2]) then return -1 end
+local last = #KEYS - 1
+for i = 2, last do
+  local sum = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[i])) do sum = sum + tonumber(v) end
+  if sum >= tonumber(ARGV[i + 1]) then return i - 2 end
+end
+for i = 2, last do
+  redis.call('HINCRBY', KEYS[i], ARGV[1], 1)
+  redis.call('SADD', KEYS[#KEYS], KEYS[i])
+end
+return -2
+"""
+
+RATE_REFUSED = -1
+
 # One more event (a connect, a message) of a principal in this window; the count so far.
 RATE_SCRIPT = """
 local n = redis.call('INCR', KEYS[1])
@@ -60,9 +83,45 @@ class ConnectionCounts:
         self._count = redis.register_script(COUNT_SCRIPT)
         self._uncount = redis.register_script(UNCOUNT_SCRIPT)
         self._rate = redis.register_script(RATE_SCRIPT)
+        self._admit = redis.register_script(ADMIT_SCRIPT)
+        self._single = not is_cluster(redis)
         self.refs: dict[str, int] = {}
         # The wall clock that places a rate in its calendar minute (tests freeze it).
         self.clock: Callable[[], float] = time.time
+
+    async def admit(
+        self, principal: str, per_minute: int, limited: list[tuple[str, int]]
+    ) -> int | None:
+        """One connect of ``principal`` (``kind:id``): counted in its connect rate, then in
+        each ``(key, limit)`` as ``count`` does. None when admitted; ``RATE_REFUSED`` beyond
+        ``per_minute`` connects this minute; else the index of the key at its limit. One
+        round trip on a single Redis; in a cluster (keys on different shards) one per step."""
+        if not self._single:
+            if not await self.connect_allowed(principal, per_minute):
+                return RATE_REFUSED
+            return await self.count(limited)
+        for key, _ in limited:
+            self._ref(key, 1)
+        try:
+            outcome = int(
+                await self._admit(
+                    keys=[
+                        keys.rate_connect(principal, int(self.clock() // 60)),
+                        *(key for key, _ in limited),
+                        self._set,
+                    ],
+                    args=[self._gid, per_minute, *(limit for _, limit in limited)],
+                )
+            )
+        except BaseException:
+            for key, _ in limited:
+                self._ref(key, -1)
+            raise
+        if outcome == -2:
+            return None
+        for key, _ in limited:
+            self._ref(key, -1)
+        return outcome
 
     async def connect_allowed(self, principal: str, per_minute: int) -> bool:
         """Count one connect of ``principal`` (``kind:id``) in this calendar minute,

@@ -43,7 +43,7 @@ from roomgate_gateway.clients import (
 from roomgate_gateway.coalescing import WriteCoalescer
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
-from roomgate_gateway.counts import ConnectionCounts
+from roomgate_gateway.counts import RATE_REFUSED, ConnectionCounts
 from roomgate_gateway.credentials import CredentialCache
 from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.mailboxwrites import MailboxWrites
@@ -238,15 +238,15 @@ class Gateway:
         principal = f"{conn.kind}:{conn.principal.id}"
         try:
             async with translate_errors("connect"):
-                if not await self.counts.connect_allowed(
-                    principal, self.settings.max_connects_per_principal_per_minute
-                ):
-                    return "limit_connect_rate"
-                refused = await self.counts.count(limited)
+                refused = await self.counts.admit(
+                    principal, self.settings.max_connects_per_principal_per_minute, limited
+                )
         except BusUnavailable:
             return "redis_unavailable"
         except BusBusy:  # this gateway is overloaded, Redis is fine
             return "redis_busy"
+        if refused == RATE_REFUSED:
+            return "limit_connect_rate"
         if refused is not None:
             return ("limit_ip", "limit_user")[refused]
         self.connections.add(conn)
