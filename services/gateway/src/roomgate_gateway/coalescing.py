@@ -27,56 +27,52 @@ if TYPE_CHECKING:
 
 
 class Staging(Protocol):
-    def flush_staged(self) -> None:
-        """Write what was staged this turn."""
+    def flush_staged(self, counts: WriteCoalescer | None = None) -> None:
+        """Write what was staged this turn; count the write in ``counts``."""
 
 
 class WriteCoalescer:
-    __slots__ = ("_bytes", "_delivered", "_metrics", "_scheduled", "_staged", "_writes")
+    __slots__ = ("_metrics", "_scheduled", "_staged", "delivered", "nbytes", "writes")
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._staged: list[Staging] = []
         self._scheduled = False
-        self._delivered = 0
-        self._bytes = 0
-        self._writes = 0
+        # Counted as written (plain ints: a metric's lock per write would cost more than
+        # the write), published to the metrics once per flush.
+        self.writes = 0
+        self.delivered = 0
+        self.nbytes = 0
 
     def staged(self, conn: Staging) -> None:
         """``conn`` staged its first frame of this turn: flush it at the turn's end."""
         self._staged.append(conn)
-        if not self._scheduled:
+        if not self._scheduled:  # (publish_soon, inlined: this runs once per recipient)
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
-    def wrote_one(self, item: Outgoing) -> None:
-        """One socket write carried ``item`` alone."""
-        self._writes += 1
-        if item.offset:  # a room event (the gateway's own replies have none)
-            self._delivered += 1
-            self._bytes += len(item.frame)
-        if not self._scheduled:  # published with the next flush
+    def publish_soon(self) -> None:
+        """Counts were taken outside a flush: one at the turn's end publishes them."""
+        if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
     def wrote(self, items: list[Outgoing]) -> None:
-        """One socket write carried ``items``."""
-        self._writes += 1
+        """One socket write carried ``items`` (outside a flush: published with the next)."""
+        self.writes += 1
         for item in items:
-            if item.offset:
-                self._delivered += 1
-                self._bytes += len(item.frame)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            if item.offset:  # a room event (the gateway's own replies have none)
+                self.delivered += 1
+                self.nbytes += len(item.frame)
+        self.publish_soon()
 
     def flush(self) -> None:
         self._scheduled = False
         staged, self._staged = self._staged, []
         for conn in staged:
-            conn.flush_staged()
-        if self._writes:
-            self._metrics.socket_writes.inc(self._writes)
-            self._metrics.deliveries.inc(self._delivered)
-            self._metrics.bytes_out.inc(self._bytes)
-            self._writes = self._delivered = self._bytes = 0
+            conn.flush_staged(self)
+        if self.writes:
+            self._metrics.socket_writes.inc(self.writes)
+            self._metrics.deliveries.inc(self.delivered)
+            self._metrics.bytes_out.inc(self.nbytes)
+            self.writes = self.delivered = self.nbytes = 0

@@ -36,6 +36,7 @@ from roomgate_gateway.state import ConnectionStateMachine, State
 from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol, text_frame
 
 if TYPE_CHECKING:
+    from roomgate_gateway.coalescing import WriteCoalescer
     from roomgate_gateway.gateway import Gateway
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,9 @@ class Connection:
         self._queue: OutboundQueue | None = None
         self._busy = False
         self._writer: asyncio.Task[None] | None = None
-        # What this loop turn handed over, written at its end (coalescing.py)
-        self._staged: list[Outgoing] | None = None
+        # What this loop turn handed over, written at its end (coalescing.py): one
+        # message, or a list of them
+        self._staged: Outgoing | list[Outgoing] | None = None
         # The token's next deadline: the expiry warning, then (armed by it) the close
         self._expiry_timer: asyncio.TimerHandle | None = None
         # envelope id -> [message, resends so far, timer]: requiresAck messages not yet acked
@@ -195,36 +197,51 @@ class Connection:
             return
         if self._direct is None:
             if self._send_now(self._frame_of(item), item):
-                self.gw.coalescer.wrote_one(item)
+                self.gw.coalescer.wrote([item])
             return
         # Staged until the end of this loop turn (coalescing.py): one socket write then.
+        # One message (steady traffic) is kept as it is: no list per connection.
         staged = self._staged
         if staged is None:
-            self._staged = [item]
+            self._staged = item
             self.gw.coalescer.staged(self)
+        elif staged.__class__ is list:
+            staged.append(item)  # type: ignore[union-attr]
         else:
-            staged.append(item)
+            self._staged = [staged, item]  # type: ignore[list-item]
 
-    def flush_staged(self) -> None:
+    def flush_staged(self, counts: WriteCoalescer | None = None) -> None:
         """Write what this turn staged, in order, in one ``transport.write``: the frames
         are the ones each message would get alone (built once for all its recipients), so
-        coalescing changes the number of system calls, not what the client receives."""
-        items = self._staged
-        if items is None:
+        coalescing changes the number of system calls, not what the client receives.
+        ``counts`` (the flushing coalescer) counts the write."""
+        staged = self._staged
+        if staged is None:
             return
         self._staged = None
         direct = self._direct
         assert direct is not None
+        if counts is None:  # outside a flush (a close, an ASGI send): publish with the next
+            counts = self.gw.coalescer
+            counts.publish_soon()
+        if staged.__class__ is not list:
+            item: Outgoing = staged  # type: ignore[assignment]
+            if not self._busy and direct.writable_now():  # the common case, kept short
+                direct.transport.write(self._wire_of(item))
+                counts.writes += 1
+                if item.offset:
+                    counts.delivered += 1
+                    counts.nbytes += len(item.frame)
+                return
+            items = [item]
+        else:
+            items = staged  # type: ignore[assignment]
         if self._busy:
             for item in items:
                 self._enqueue(item)
         elif direct.writable_now():
-            if len(items) == 1:
-                direct.transport.write(self._wire_of(items[0]))
-                self.gw.coalescer.wrote_one(items[0])
-                return
             direct.transport.write(b"".join([self._wire_of(item) for item in items]))
-            self.gw.coalescer.wrote(items)
+            counts.wrote(items)
         elif direct.can_write():  # the socket pushed back: queue, and write when it drains
             self._busy = True
             for item in items:
@@ -337,7 +354,7 @@ class Connection:
             if pending is not None:
                 await pending
                 if item is not None:
-                    coalescer.wrote_one(item)
+                    coalescer.wrote([item])
             batch_max = self.gw.settings.outbound_batch_max
             while self._queue and self.sm.state is State.OPEN:
                 items, expired = self._queue.pop_many(batch_max, time.monotonic())
