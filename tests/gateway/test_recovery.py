@@ -4,8 +4,11 @@ then continues live with no gap and no duplicate, even while messages are being 
 from __future__ import annotations
 
 import asyncio
+import socket
+from typing import Any
 
 import pytest
+import websockets
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
 from websockets.asyncio.client import ClientConnection
@@ -239,3 +242,65 @@ async def test_history_is_bounded_by_age_per_room_pattern(redis_url: str) -> Non
         assert 0 < await redis.pttl(keys.room_history("task-7")) <= 1000  # idle history expires
         assert kept.offset == 1
         await redis.aclose()
+
+
+def _events(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """A frame's room events; a `batch` never holds another `batch`."""
+    if frame["type"] != "batch":
+        return [frame]
+    assert all(m["type"] != "batch" for m in frame["messages"])
+    return list(frame["messages"])
+
+
+async def test_a_long_replay_leaves_in_batch_frames(stack: Stack) -> None:
+    """More than OUTBOUND_BATCH_MAX replayed messages: `batch` frames of at most that many, in
+    order, every one counted as a delivery; a short replay stays one frame per message."""
+    sent = [await stack.publish("system", "metrics_update", {"n": n}) for n in range(26)]
+    ws = await stack.connect()
+    deliveries = stack.gateway.metrics.deliveries._value.get()
+    await subscribe_since(ws, "system", sent[0].offset, sent[0].epoch)
+    assert (await recv(ws))["data"]["replayed"] == 25
+    frames = []
+    got: list[str] = []
+    while len(got) < 25:
+        frames.append(await recv(ws))
+        got += [m["id"] for m in _events(frames[-1])]
+    assert got == [s.id for s in sent[1:]]
+    most = stack.settings.outbound_batch_max
+    assert [len(f.get("messages", [f])) for f in frames] == [most, most, 25 - 2 * most]
+    assert stack.gateway.metrics.deliveries._value.get() - deliveries == 25
+
+
+@pytest.mark.gateway_settings(outbound_queue_size=4096)
+async def test_a_long_replay_to_a_stalled_client_is_never_nested(stack: Stack) -> None:
+    """A client that stopped reading (its socket full, later messages queued) subscribes
+    with `since`: the replay's batch frames wait in its queue and leave as they are (never
+    inside another `batch`), in order, nothing lost."""
+    sent = [await stack.publish("system", "metrics_update", {"n": n}) for n in range(200)]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", stack.port))
+    ws = await websockets.connect(f"{stack.url}?token={stack.token('1')}", sock=sock, max_size=None)
+    stack.clients.append(ws)
+    await recv_until(ws, lambda m: m["type"] == "welcome")
+    await send(ws, {"type": "subscribe", "data": {"room": "tasks"}})
+    await recv_until(ws, lambda m: m["type"] == "subscribed" and m["data"]["room"] == "tasks")
+    ws.transport.pause_reading()  # type: ignore[attr-defined]
+    conn = next(iter(stack.gateway.connections))
+    tasks_sent = 0
+    while not conn._busy:  # until its socket is full and later messages wait in its queue
+        await stack.publish("tasks", "task_progress", {"n": tasks_sent, "pad": "x" * 16000})
+        tasks_sent += 1
+        assert tasks_sent < 2000
+    await subscribe_since(ws, "system", sent[0].offset, sent[0].epoch)
+    await asyncio.sleep(0.2)  # the gateway reads the subscribe and queues the replay
+    ws.transport.resume_reading()  # type: ignore[attr-defined]
+    got: list[str] = []
+    tasks = 0
+    while len(got) < 199 or tasks < tasks_sent:
+        for m in _events(await recv(ws)):
+            if m["type"] == "metrics_update":
+                got.append(m["id"])
+            tasks += m["type"] == "task_progress"
+    assert got == [s.id for s in sent[1:]]
+    assert tasks == tasks_sent

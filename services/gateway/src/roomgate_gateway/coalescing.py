@@ -61,8 +61,8 @@ class WriteCoalescer:
         """One socket write carried ``items`` (outside a flush: published with the next)."""
         self.writes += 1
         for item in items:
-            if item.offset:  # a room event (the gateway's own replies have none)
-                self.delivered += 1
+            if item.offset:  # room events (the gateway's own replies have no offset)
+                self.delivered += item.count
                 self.nbytes += len(item.frame)
         self.publish_soon()
 

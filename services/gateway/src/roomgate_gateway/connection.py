@@ -180,6 +180,33 @@ class Connection:
             self._await_ack(item)
         self._write(item)
 
+    def deliver_replay(self, items: list[Outgoing]) -> None:
+        """A recovery replay (already past the recovery gate). More than OUTBOUND_BATCH_MAX
+        messages leave in ``batch`` frames of that many (several wait for this client: a
+        10,000-message replay is 1,000 frames to parse, not 10,000); fewer, one by one."""
+        most = self.gw.settings.outbound_batch_max
+        # (A `compressed` frame holds one room event: compressing clients get them singly.)
+        if len(items) <= most or most == 1 or self.compress or self.sm.state is not State.OPEN:
+            for item in items:
+                self.deliver(item)
+            return
+        for item in items:
+            if item.ack_id is not None:
+                self._await_ack(item)
+        for start in range(0, len(items), most):
+            chunk = items[start : start + most]
+            last = chunk[-1]
+            self._write(
+                Outgoing(
+                    _batch_frame(chunk),
+                    "normal",
+                    room=last.room,
+                    offset=last.offset,
+                    epoch=last.epoch,
+                    count=len(chunk),
+                )
+            )
+
     def skip_replayed(self, room: str, epoch: str, upto: int) -> None:
         """``room``'s history up to ``upto`` was just replayed from Redis. Its live copies can
         still be on their way (the history read and the pub/sub stream are two connections),
@@ -230,7 +257,7 @@ class Connection:
                 direct.transport.write(self._wire_of(item))
                 counts.writes += 1
                 if item.offset:
-                    counts.delivered += 1
+                    counts.delivered += item.count
                     counts.nbytes += len(item.frame)
                 return
             items = [item]
@@ -367,14 +394,18 @@ class Connection:
                     if not direct.can_write():
                         self.gw.metrics.drops.labels("closed").inc(len(items) + len(self._queue))
                         return
+                    # A replay's batch frames (count > 1) are never nested in another.
+                    nested = any(i.count > 1 for i in items)
                     direct.transport.write(
-                        self._wire_of(items[0])
-                        if len(items) == 1
+                        b"".join([self._wire_of(i) for i in items])
+                        if len(items) == 1 or nested
                         else text_frame(_batch_frame(items).encode())
                     )
+                elif len(items) == 1 or any(i.count > 1 for i in items):
+                    for i in items:
+                        await self._send({"type": "websocket.send", "text": self._frame_of(i)})
                 else:
-                    frame = self._frame_of(items[0]) if len(items) == 1 else _batch_frame(items)
-                    await self._send({"type": "websocket.send", "text": frame})
+                    await self._send({"type": "websocket.send", "text": _batch_frame(items)})
                 coalescer.wrote(items)
         except Exception:
             self.gw.metrics.drops.labels("closed").inc(len(self._queue or ()))

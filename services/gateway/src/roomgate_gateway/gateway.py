@@ -501,8 +501,7 @@ class Gateway:
         elif missed is not None:
             data["missed"] = missed
         conn.send_message("subscribed", data, room=room, correlation_id=corr)
-        for out in replay:
-            conn.deliver(out)
+        conn.deliver_replay(replay)
         for out in held:
             if not recovered or out.offset > last_offset:
                 conn.deliver(out)

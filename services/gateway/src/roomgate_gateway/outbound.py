@@ -41,6 +41,8 @@ class Outgoing:
     age: float = 0.0
     # W3C trace context of the publish, for the per-message "deliver" span.
     trace: dict[str, str] | None = None
+    # Room events this frame carries (a replay's `batch` frame carries several).
+    count: int = 1
 
 
 class OutboundQueue:

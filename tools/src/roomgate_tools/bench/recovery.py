@@ -76,10 +76,9 @@ async def _replay(url: str, publisher: Any, missed: int, replays: int) -> list[f
         if not answer["data"].get("recovered"):
             raise RuntimeError(f"not recovered: {answer['data']}")
         received = 0
-        while received < missed:
-            received += sum(
-                1 for m in _flatten(json.loads(await ws.recv())) if m.get("room") == "system"
-            )
+        while received < missed:  # bounded: a lost message fails the run, never hangs it
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            received += sum(1 for m in _flatten(frame) if m.get("room") == "system")
         times.append(time.perf_counter() - start)
         await ws.close()
     return times
@@ -114,6 +113,10 @@ async def _fanout(url_for: Any, publisher: Any, room: str, clients: int, seconds
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
             except TimeoutError:
                 continue
+            except websockets.ConnectionClosed as exc:
+                # Without this client the publishers would wait for it forever.
+                stop.set()
+                raise RuntimeError(f"fan-out client {i} closed: {exc}") from exc
             counts[i] += sum(1 for m in _flatten(frame) if m.get("room") == room)
 
     readers = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(sockets)]
@@ -124,7 +127,7 @@ async def _fanout(url_for: Any, publisher: Any, room: str, clients: int, seconds
         # Keep at most ~50 messages in flight per client: the gateway, not a queue, is
         # what bounds the rate.
         nonlocal published
-        while time.perf_counter() - start < seconds:
+        while time.perf_counter() - start < seconds and not stop.is_set():
             if published - min(counts) > 50:
                 await asyncio.sleep(0.001)
                 continue
@@ -134,8 +137,11 @@ async def _fanout(url_for: Any, publisher: Any, room: str, clients: int, seconds
     await asyncio.gather(*(publish_worker() for _ in range(8)))
     elapsed = time.perf_counter() - start
     delivered = sum(counts)
+    failed = stop.is_set()
     stop.set()
-    await asyncio.gather(*readers, return_exceptions=True)
+    results = await asyncio.gather(*readers, return_exceptions=True)
+    if failed:
+        raise next(r for r in results if isinstance(r, BaseException))
     for ws in sockets:
         await ws.close()
     return delivered / elapsed
