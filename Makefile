@@ -70,6 +70,7 @@ MYPY_TARGETS := \
 	services/common/src/roomgate_common/mailbox.py \
 	services/common/src/roomgate_common/jsondepth.py \
 	services/common/src/roomgate_common/bearer.py \
+	services/common/src/roomgate_common/credentials.py \
 	services/auth/src/roomgate_auth/tokens.py \
 	services/auth/src/roomgate_auth/errors.py \
 	services/common/src/roomgate_common/rooms.py \
@@ -84,7 +85,6 @@ MYPY_TARGETS := \
 	services/gateway/src/roomgate_gateway/aclchanges.py \
 	services/gateway/src/roomgate_gateway/budget.py \
 	services/gateway/src/roomgate_gateway/presence.py \
-	services/gateway/src/roomgate_gateway/credentials.py \
 	services/escalation/src/roomgate_escalation/policy.py \
 	services/operator/src/roomgate_operator/policy.py \
 	services/operator/src/roomgate_operator/scaling.py

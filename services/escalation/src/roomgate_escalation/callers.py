@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
+from roomgate_common.credentials import CredentialCache
 from roomgate_common.grpcserver import bearer_token
 
 SERVICE_PREFIX = "/roomgate.escalation.v1.EscalationService/"
@@ -31,6 +31,10 @@ _CACHE_ENTRIES = 1024
 class Caller:
     id: str
     permissions: tuple[str, ...]
+    # What roomgate_common.credentials keeps the verified token by
+    token_id: str = ""
+    issued_at: int = 0
+    expires_at: int = 0
 
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
@@ -59,15 +63,15 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
         permission: str,
         timeout: float,
         cache_seconds: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._channel = grpc.aio.insecure_channel(auth_addr)
         self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
         self._permission = permission
         self._timeout = timeout
-        self._cache_seconds = cache_seconds
-        self._clock = clock
-        self._cache: OrderedDict[str, tuple[float, Caller]] = OrderedDict()
+        self._cache: CredentialCache[Caller] = CredentialCache(
+            cache_seconds, _CACHE_ENTRIES, kind_of=lambda _caller: "service", clock=clock
+        )
 
     async def close(self) -> None:
         await self._channel.close()
@@ -108,10 +112,9 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "missing bearer token")
         if len(token) > MAX_TOKEN_BYTES:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "malformed")
-        now = self._clock()
         cached = self._cache.get(token)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            return cached
         try:
             reply = await self._stub.Authenticate(
                 auth_pb2.AuthenticateRequest(token=token), timeout=self._timeout
@@ -129,10 +132,12 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"a service token with the {self._permission} permission is required",
             )
-        caller = Caller(id=principal.id, permissions=tuple(principal.permissions))
-        until = min(now + self._cache_seconds, now + max(0.0, principal.expires_at - time.time()))
-        self._cache[token] = (until, caller)
-        self._cache.move_to_end(token)
-        while len(self._cache) > _CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+        caller = Caller(
+            id=principal.id,
+            permissions=tuple(principal.permissions),
+            token_id=principal.token_id,
+            issued_at=principal.issued_at,
+            expires_at=principal.expires_at,
+        )
+        self._cache.put(token, caller)
         return caller

@@ -18,6 +18,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from roomgate_common import keys, mailbox
+from roomgate_common.credentials import CredentialCache
 from roomgate_common.envelope import Envelope, encode, make_envelope
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.publisher import Published, Publisher, split_bus_message
@@ -44,7 +45,6 @@ from roomgate_gateway.coalescing import WriteCoalescer
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.counts import RATE_REFUSED, ConnectionCounts
-from roomgate_gateway.credentials import CredentialCache
 from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics

@@ -2,7 +2,7 @@
 ``keys.REVOCATIONS_CHANNEL`` (``roomgate_common.revocation``), every gateway subscribes to
 it with its control channels, and this module closes the WebSocket and SSE sessions of
 this gateway that the revocation covers with 4001 ``revoked`` (and forgets the publish
-APIs' kept credentials it covers, ``credentials.py``). The lookup is the
+APIs' kept credentials it covers, ``roomgate_common.credentials``). The lookup is the
 principal's own connections (``Gateway.by_user``), not a scan.
 
 Pub/sub is at-most-once: events published while the gateway's subscriber was away are

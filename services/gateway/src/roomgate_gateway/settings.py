@@ -83,9 +83,10 @@ class GatewaySettings(ServiceSettings):
     auth_breaker_recovery: float = Field(default=10.0, gt=0)
     # Publishing API: the permission a service principal needs to publish.
     publish_permission: str = "publish"
-    # Publish APIs (credentials.py): a service token auth verified is kept this many seconds
-    # (never past its expiry; a revocation or a subscriber reconnect drops it), so a
-    # backend's next calls skip auth; 0: auth verifies every call. At most ..._size kept.
+    # Publish APIs (roomgate_common.credentials): a service token auth verified is kept
+    # this many seconds (never past its expiry; a revocation or a subscriber reconnect
+    # drops it), so a backend's next calls skip auth; 0: auth verifies every call. At most
+    # ..._size kept.
     publish_credential_ttl: float = Field(default=30.0, ge=0, le=3600)
     publish_credential_cache_size: int = Field(default=10_000, ge=1)
     # POST /api/v1/publish/batch: events per request, and bytes of its body.
