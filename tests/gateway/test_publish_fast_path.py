@@ -14,8 +14,8 @@ import pytest
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate_common import keys
 from roomgate_common.bearer import bearer_token
+from roomgate_common.credentials import CredentialCache
 from roomgate_common.revocation import Revocation
-from roomgate_gateway.credentials import CredentialCache
 
 from tests.gateway.conftest import ADMIN, Stack, recv_until, send
 
@@ -154,6 +154,7 @@ async def test_batch_publish_delivers_every_event_in_order(stack: Stack) -> None
             "/api/v1/publish/batch", json={"events": events}, headers=service(stack)
         )
     assert ok.status_code == 202, ok.text
+    assert stack.gateway.metrics.api_publishes.labels("published")._value.get() == 30
     results = ok.json()["results"]
     assert [r["room"] for r in results] == [e["room"] for e in events]
     for room in ("tasks", "system"):
@@ -193,5 +194,9 @@ async def test_batch_publish_refuses_wholly_and_says_which_event(stack: Stack) -
         assert over.status_code == 413
         anonymous = await http.post("/api/v1/publish/batch", json={"events": [TASK]})
         assert anonymous.status_code == 401
+    refused = stack.gateway.metrics.api_publishes
+    assert refused.labels("permission_denied")._value.get() == 1
+    assert refused.labels("batch_too_large")._value.get() == 2
+    assert refused.labels("published")._value.get() == 0
     history = await stack.gateway.redis.xlen(keys.room_history("tasks"))
     assert history == 0  # nothing of the refused batches was published

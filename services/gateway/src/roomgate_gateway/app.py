@@ -188,6 +188,7 @@ async def _publish_request(
         check_depth(gateway, raw)
         result = await handle(gateway, principal, raw)
     except PublishError as exc:
+        exc.counted(gateway)
         return JSONResponse(
             {"error": {"code": exc.code, "message": exc.message}},
             status_code=exc.status,

@@ -81,7 +81,7 @@ class PublishServicer(publish_pb2_grpc.PublishServiceServicer):
             principal = await authorize_publisher(gw, bearer_token(context), body.room, body.type)
             result = await publish_event(gw, principal, body, sender=request.sender or None)
         except PublishError as exc:
-            await _abort(context, exc)
+            await _abort(context, exc.counted(gw))
         return publish_pb2.PublishResponse(id=result["id"])
 
 

@@ -45,6 +45,12 @@ class GatewayMetrics:
             "Room events written to client sockets (fan-out, replays, mailbox, resends)",
             registry=r,
         )
+        self.api_publishes = Counter(
+            f"{p}_api_publishes",
+            "Publish API (HTTP, batch, gRPC): events published, and requests refused by code",
+            ["outcome"],
+            registry=r,
+        )
         self.socket_writes = Counter(
             f"{p}_socket_writes",
             "Writes to client sockets; one carries every frame a loop turn handed a connection",

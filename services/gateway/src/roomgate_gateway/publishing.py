@@ -1,7 +1,8 @@
 """The backend publishing API, shared by ``POST /api/v1/publish`` and the gRPC
-``PublishService``: authenticate the service token (kept once verified, credentials.py),
-authorise the publish with roomauthz (decisions kept AUTHZ_CACHE_TTL), hand the envelope to
-the bus. Errors carry an HTTP status and a machine-readable code."""
+``PublishService``: authenticate the service token (kept once verified,
+``roomgate_common.credentials``), authorise the publish with roomauthz (decisions kept
+AUTHZ_CACHE_TTL), hand the envelope to the bus. Errors carry an HTTP status and a
+machine-readable code."""
 
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ class PublishError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+    def counted(self, gw: Gateway) -> PublishError:
+        """Count the refused request (``api_publishes_total{outcome=<code>}``)."""
+        gw.metrics.api_publishes.labels(self.code).inc()
+        return self
 
 
 async def authorize_publisher(gw: Gateway, token: str, room: str, type_: str) -> Principal:
@@ -117,6 +123,7 @@ async def publish_event(
         envelope = build_envelope(principal, body, sender)
         with _bus_errors():
             published = await gw.publish(envelope)
+    gw.metrics.api_publishes.labels("published").inc()
     return _result(published)
 
 
@@ -130,6 +137,7 @@ async def publish_events(
         envelopes = [build_envelope(principal, body) for body in bodies]
         with _bus_errors(partial=True):
             published = await gw.publish_many(envelopes)
+    gw.metrics.api_publishes.labels("published").inc(len(published))
     return [_result(p) for p in published]
 
 
