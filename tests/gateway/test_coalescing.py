@@ -5,6 +5,7 @@ written, by every path (fan-out, replay, write-behind)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from roomgate_common.publisher import Published, Publisher
 from roomgate_common.redis_adapter import connect
 from roomgate_gateway.codes import CloseCode
+from roomgate_gateway.outbound import Outgoing
 
 from tests.gateway.conftest import Stack, recv, recv_until, send
 from tests.gateway.test_recovery import subscribe_since
@@ -24,7 +26,7 @@ def counter(stack: Stack, name: str) -> float:
     return float(getattr(stack.gateway.metrics, name)._value.get())
 
 
-def publish_while_blocked(redis_url: str, room: str, count: int) -> list[Published]:
+def publish_while_blocked(redis_url: str, room: str, count: int, pad: int = 0) -> list[Published]:
     """Publish ``count`` events from another thread while this thread's event loop (the
     gateway's) is blocked: they all wait in the gateway's subscriber socket at once, as a
     burst does on a busy gateway."""
@@ -100,3 +102,20 @@ async def test_the_close_follows_what_the_turn_handed_over(stack: Stack) -> None
     assert (await recv(ws))["type"] == "token_expiring"
     await asyncio.wait_for(ws.wait_closed(), 5)
     assert ws.close_code == 1012
+
+
+@pytest.mark.gateway_settings(outbound_queue_size=64)
+async def test_what_a_turn_stages_is_bounded_like_the_queue(stack: Stack) -> None:
+    """200 events handed to a connection in one turn: never more than OUTBOUND_QUEUE_SIZE
+    wait staged (a full stage is written at once, so a socket that pushed back sends the
+    rest to the bounded queue); the client gets all 200, in order."""
+    ws = await subscribed(stack)
+    conn = next(iter(stack.gateway.connections))
+    most = 0
+    for n in range(200):  # one turn: no await in between
+        frame = json.dumps({"type": "metrics_update", "room": "system", "data": {"n": n}})
+        conn.deliver(Outgoing(frame, "normal", room="system", offset=n + 1))
+        staged = conn._staged
+        most = max(most, len(staged) if isinstance(staged, list) else staged is not None)
+    assert 0 < most <= 64
+    assert [(await recv(ws))["data"]["n"] for _ in range(200)] == list(range(200))

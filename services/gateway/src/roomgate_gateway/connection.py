@@ -234,6 +234,10 @@ class Connection:
             self.gw.coalescer.staged(self)
         elif staged.__class__ is list:
             staged.append(item)  # type: ignore[union-attr]
+            if len(staged) >= self.gw.limits.outbound_queue_size:  # type: ignore[arg-type]
+                # Bounded like the queue: written now, and once the socket pushes back
+                # the rest of the turn waits in the queue (its drop policy applies).
+                self.flush_staged()
         else:
             self._staged = [staged, item]  # type: ignore[list-item]
 
@@ -389,19 +393,19 @@ class Connection:
                     self.gw.metrics.drops.labels("expired").inc(expired)
                 if not items:
                     continue
+                # A replay's batch frames (count > 1) are never nested in another.
+                one_by_one = len(items) == 1 or any(i.count > 1 for i in items)
                 if direct is not None:
                     await direct.writable.wait()
                     if not direct.can_write():
                         self.gw.metrics.drops.labels("closed").inc(len(items) + len(self._queue))
                         return
-                    # A replay's batch frames (count > 1) are never nested in another.
-                    nested = any(i.count > 1 for i in items)
                     direct.transport.write(
                         b"".join([self._wire_of(i) for i in items])
-                        if len(items) == 1 or nested
+                        if one_by_one
                         else text_frame(_batch_frame(items).encode())
                     )
-                elif len(items) == 1 or any(i.count > 1 for i in items):
+                elif one_by_one:
                     for i in items:
                         await self._send({"type": "websocket.send", "text": self._frame_of(i)})
                 else:
