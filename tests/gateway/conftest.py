@@ -115,6 +115,21 @@ class Stack:
             await redis.aclose()
 
 
+async def small_buffer_client(stack: Stack, user: str = "1") -> ClientConnection:
+    """A client whose socket receives 4 KiB at a time (SO_RCVBUF), so that once it stops
+    reading (``ws.transport.pause_reading()``) the gateway's socket soon pushes back."""
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", stack.port))
+    ws = await websockets.connect(
+        f"{stack.url}?token={stack.token(user)}", sock=sock, max_size=None
+    )
+    stack.clients.append(ws)
+    return ws
+
+
 async def recv(ws: ClientConnection, timeout: float = 5.0, default: Any = ...) -> dict[str, Any]:
     try:
         raw = await asyncio.wait_for(ws.recv(), timeout)

@@ -21,6 +21,7 @@ from tests.gateway.conftest import (
     recv,
     recv_until,
     send,
+    small_buffer_client,
     start_gateway,
     stop_gateway,
 )
@@ -191,17 +192,7 @@ def flatten(frame: dict[str, object]) -> list[dict[str, object]]:
 @pytest.mark.gateway_settings(outbound_queue_size=64)
 async def test_slow_consumer_is_closed_and_drops_are_counted(stack: Stack) -> None:
     """A client that stops reading never slows the others: its low traffic is dropped, then it is closed 1013."""
-    import socket
-
-    import websockets
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", stack.port))
-    slow = await websockets.connect(
-        f"{stack.url}?token={stack.token('1')}", sock=sock, max_size=None
-    )
-    stack.clients.append(slow)
+    slow = await small_buffer_client(stack)
     fast = await stack.connect(stack.token("2"))
     await recv(slow)
     for ws in (slow, fast):
@@ -242,15 +233,7 @@ async def test_slow_consumer_is_closed_and_drops_are_counted(stack: Stack) -> No
 @pytest.mark.gateway_settings(outbound_queue_size=2048)
 async def test_waiting_messages_go_out_as_one_batch(stack: Stack) -> None:
     """When several messages wait for one client, they leave in `batch` frames (≤ OUTBOUND_BATCH_MAX), in order."""
-    import socket
-
-    import websockets
-
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", stack.port))
-    ws = await websockets.connect(f"{stack.url}?token={stack.token('1')}", sock=sock, max_size=None)
-    stack.clients.append(ws)
+    ws = await small_buffer_client(stack)
     await recv_until(ws, lambda m: m["type"] == "welcome")
     await send(ws, {"type": "subscribe", "data": {"room": "system"}})
     await recv_until(ws, lambda m: m["type"] == "subscribed" and m["room"] == "system")

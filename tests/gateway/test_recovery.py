@@ -4,16 +4,14 @@ then continues live with no gap and no duplicate, even while messages are being 
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
-import websockets
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
 from websockets.asyncio.client import ClientConnection
 
-from tests.gateway.conftest import Stack, recv, recv_until, send
+from tests.gateway.conftest import Stack, recv, recv_until, send, small_buffer_client
 from tests.gateway.test_fanout import flatten
 
 
@@ -277,11 +275,7 @@ async def test_a_long_replay_to_a_stalled_client_is_never_nested(stack: Stack) -
     with `since`: the replay's batch frames wait in its queue and leave as they are (never
     inside another `batch`), in order, nothing lost."""
     sent = [await stack.publish("system", "metrics_update", {"n": n}) for n in range(200)]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", stack.port))
-    ws = await websockets.connect(f"{stack.url}?token={stack.token('1')}", sock=sock, max_size=None)
-    stack.clients.append(ws)
+    ws = await small_buffer_client(stack)
     await recv_until(ws, lambda m: m["type"] == "welcome")
     await send(ws, {"type": "subscribe", "data": {"room": "tasks"}})
     await recv_until(ws, lambda m: m["type"] == "subscribed" and m["data"]["room"] == "tasks")

@@ -26,5 +26,4 @@ async def test_every_server_is_measured_per_publish_call(batch: int) -> None:
         assert 0 < f.p50_ms <= f.p99_ms
         assert f.calls % batch == 0
     assert figures["gateway"].peers == 2
-    assert figures["gateway"].peers_cpu_s >= 0
     assert (figures["centrifugo"].peers, figures["centrifugo"].peers_cpu_s) == (0, 0)
