@@ -45,6 +45,7 @@ from roomgate_tools.bench._fanout.loadgen import Fleet
 from roomgate_tools.bench._fanout.profile import Profile, Sampler, find_py_spy, summarize
 from roomgate_tools.bench._fanout.targets import (
     TARGETS,
+    BaseGatewayTarget,
     EventPublisher,
     Target,
     _BaselineTarget,
@@ -53,7 +54,7 @@ from roomgate_tools.bench._fanout.targets import (
 )
 from roomgate_tools.procs import RedisProcess
 
-ORDER = ("gateway", "centrifugo", "starlette", "socketio")
+ORDER = ("gateway", "gateway-base", "centrifugo", "starlette", "socketio")
 DEFAULT = ("gateway", "starlette", "socketio")  # centrifugo needs `make bench-tools` first
 ALL_TARGETS: dict[str, type[Target] | type[CentrifugoTarget]] = {
     **TARGETS,
@@ -128,6 +129,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "websockets", "websockets-sansio", "wsproto"],
         help="uvicorn WebSocket implementation of the two baselines (default auto: uvicorn's "
         "default, websockets-sansio in uvicorn 0.54, the one the gateway uses)",
+    )
+    parser.add_argument(
+        "--base-gateway",
+        type=Path,
+        metavar="BIN_DIR",
+        help="also measure the gateway of another checkout (its .venv/bin), as gateway-base, "
+        "in the same run: a before/after of a change",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
     parser.add_argument(
@@ -793,6 +801,10 @@ def run(args: argparse.Namespace) -> int:
         pin=args.pin and len(os.sched_getaffinity(0)) >= 2,
     )
     names = [n for n in ORDER if n in (args.only or DEFAULT)]
+    if args.base_gateway is not None:
+        BaseGatewayTarget.bin_dir = args.base_gateway.resolve()
+        if "gateway-base" not in names:
+            names.insert(names.index("gateway") + 1 if "gateway" in names else 0, "gateway-base")
     load = _load()
     workdir = Path(tempfile.mkdtemp(prefix="roomgate-bench-fanout-"))
     failed = False

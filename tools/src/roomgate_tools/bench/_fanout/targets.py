@@ -172,6 +172,11 @@ class SocketIOTarget(_BaselineTarget):
 class GatewayTarget(_Target):
     name = "gateway"
     description = "roomgate-gateway (full protocol: JWT auth, room authorisation)"
+    # Where its console scripts are (None: this workspace's)
+    bin_dir: Path | None = None
+
+    def _bin(self, name: str) -> str:
+        return str(self.bin_dir / name) if self.bin_dir is not None else _script(name)
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,7 +212,7 @@ class GatewayTarget(_Target):
         }
         auth_port, authz_port, self.port = free_port(), free_port(), free_port()
         self._spawn(
-            [_script("roomgate-auth")],
+            [self._bin("roomgate-auth")],
             workdir / "auth.log",
             {
                 **common,
@@ -218,14 +223,14 @@ class GatewayTarget(_Target):
             },
         )
         self._spawn(
-            [_script("roomgate-roomauthz")],
+            [self._bin("roomgate-roomauthz")],
             workdir / "roomauthz.log",
             {**common, "ROOMGATE_LISTEN": f"127.0.0.1:{authz_port}"},
         )
         wait_for_port(auth_port, timeout=20)
         wait_for_port(authz_port, timeout=20)
         self.server = self._spawn(
-            [_script("roomgate-gateway")],
+            [self._bin("roomgate-gateway")],
             workdir / "gateway.log",
             {
                 **common,
@@ -245,10 +250,19 @@ class GatewayTarget(_Target):
         return RoomgateBusPublisher(redis_url)
 
 
+class BaseGatewayTarget(GatewayTarget):
+    """The gateway of another checkout (``--base-gateway DIR``: its venv's ``bin``), in the
+    same run as this one: a before/after on one workload, the two taking turns."""
+
+    name = "gateway-base"
+    description = "roomgate-gateway of the --base-gateway checkout"
+
+
 Target = GatewayTarget | StarletteTarget | SocketIOTarget
 
 TARGETS: dict[str, type[Target]] = {
     "gateway": GatewayTarget,
+    "gateway-base": BaseGatewayTarget,
     "starlette": StarletteTarget,
     "socketio": SocketIOTarget,
 }
