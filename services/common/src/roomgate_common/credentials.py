@@ -1,15 +1,14 @@
-"""Verified bearer tokens of the publish APIs, kept so a backend's next call skips auth.
+"""Verified bearer tokens, kept so that the next call with the same token skips auth.
 
-A backend publishes many events with one service token; asking auth to verify it on every
-call doubles the cost of a publish (issue 12: one ``Authenticate`` round trip per call).
-The gateway keeps what auth answered for a token until the first of: the token's own
-expiry, ``PUBLISH_CREDENTIAL_TTL`` seconds after it was verified, a revocation that covers
-it (``keys.REVOCATIONS_CHANNEL``, the event that also closes revoked WebSocket sessions),
-or a reconnect of the gateway's Redis subscriber (events may have been missed: everything
-is verified again). Only accepted tokens are kept; a refusal is asked again each time.
+The services that verify every call's token with auth (the gateway's publish APIs, the
+escalation service's callers) keep what auth answered for a token until the first of: the
+token's own expiry, ``ttl`` seconds after it was verified, a revocation that covers it
+(``revoke``: the gateway calls it for every event on ``keys.REVOCATIONS_CHANNEL``), or
+``clear`` (the gateway's Redis subscriber reconnected: events may have been missed). Only
+accepted tokens are kept; a refusal is asked again each time.
 
-Entries are keyed by a digest of the token, never the token itself; at most
-``PUBLISH_CREDENTIAL_CACHE_SIZE`` are kept (the oldest goes first). Pure: no I/O.
+Entries are keyed by a digest of the token, never the token itself; at most ``size`` are
+kept (the oldest goes first). Pure: no I/O.
 """
 
 from __future__ import annotations
