@@ -1,9 +1,10 @@
-"""The protocol envelope (docs/protocol.md, "Envelope"): every message in both directions.
+"""The server-emitted envelope (docs/protocol.md, "Envelope"), built by every publisher.
 
     {"id", "type", "timestamp", "sender", "room", "data", "metadata":
-        {"correlation_id", "priority": "high|normal|low", "ttl", ...}}
+        {"correlation_id", "priority": "high|normal|low", "ttl", "traceparent", ...}}
 
-Pure: no I/O. ``msgspec`` parses and validates in one pass.
+Pure: no I/O; ``msgspec`` encodes it. Client messages are parsed and validated by the
+gateway (``roomgate_gateway.protocol``), not here.
 """
 
 from __future__ import annotations
@@ -16,14 +17,6 @@ import msgspec
 
 Priority = Literal["high", "normal", "low"]
 PRIORITIES: tuple[Priority, ...] = ("high", "normal", "low")
-
-
-class Metadata(msgspec.Struct, omit_defaults=True):
-    correlation_id: str | None = None
-    priority: Priority = "normal"
-    ttl: int | None = None
-    traceparent: str | None = None
-    tracestate: str | None = None
 
 
 class Envelope(msgspec.Struct, omit_defaults=True):
