@@ -32,6 +32,7 @@ from roomgate_gateway.budget import InboundBudget, Verdict
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
 from roomgate_gateway.codes import CLOSE_REASONS, SLOW_CONSUMER_REASON, CloseCode, ErrorCode
 from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
+from roomgate_gateway.recovery import RecoveryGate
 from roomgate_gateway.state import ConnectionStateMachine, State
 from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol, text_frame
 
@@ -84,6 +85,7 @@ class Connection:
         "_busy",
         "_direct",
         "_expiry_timer",
+        "_gate",
         "_pending",
         "_queue",
         "_receive",
@@ -96,8 +98,6 @@ class Connection:
         "ip",
         "last_seen",
         "principal",
-        "recovering",
-        "replayed",
         "rooms",
         "sm",
     )
@@ -128,11 +128,8 @@ class Connection:
         self._budget = InboundBudget(gw.budget_policy, time.monotonic())
         self.principal: Principal | None = None
         self.rooms: set[str] = set()
-        # room -> live messages held back while its history is replayed
-        self.recovering: dict[str, list[Outgoing]] | None = None
-        # room -> (epoch, offset) the replay reached: live copies of replayed messages that
-        # the bus hands over after the replay ended are dropped (see skip_replayed)
-        self.replayed: dict[str, tuple[str, int]] | None = None
+        # Rooms whose history is being replayed, or was just (recovery.py); None otherwise
+        self._gate: RecoveryGate[Outgoing] | None = None
         self.last_seen = time.monotonic()
         self._queue: OutboundQueue | None = None
         self._busy = False
@@ -166,29 +163,39 @@ class Connection:
         if self.sm.state is not State.OPEN:
             self.gw.metrics.drops.labels("closed").inc()
             return
-        if self.recovering is not None and item.room in self.recovering:
-            self.recovering[item.room].append(item)
-            return
-        if self.replayed is not None and item.offset and item.room in self.replayed:
-            epoch, upto = self.replayed[item.room]
-            if item.epoch == epoch and item.offset <= upto:
-                return  # already delivered by the replay
-            del self.replayed[item.room]  # the live stream is past the replay
-            if not self.replayed:
-                self.replayed = None
+        gate = self._gate
+        if gate is not None:
+            if not gate.admit(item):
+                return  # held during a replay, or a late copy of a replayed message
+            if gate.idle:
+                self._gate = None
         if item.ack_id is not None:
             self._await_ack(item)
         self._write(item)
 
-    def deliver_replay(self, items: list[Outgoing]) -> None:
-        """A recovery replay (already past the recovery gate). More than OUTBOUND_BATCH_MAX
-        messages leave in ``batch`` frames of that many (several wait for this client: a
+    def _deliver_past_gate(self, item: Outgoing) -> None:
+        if self.sm.state is not State.OPEN:
+            self.gw.metrics.drops.labels("closed").inc()
+            return
+        if item.ack_id is not None:
+            self._await_ack(item)
+        self._write(item)
+
+    def _deliver_replay(self, items: list[Outgoing], batched: bool) -> None:
+        """A recovery replay (past the recovery gate). More than OUTBOUND_BATCH_MAX messages
+        leave in ``batch`` frames of that many (several wait for this client: a
         10,000-message replay is 1,000 frames to parse, not 10,000); fewer, one by one."""
         most = self.gw.settings.outbound_batch_max
         # (A `compressed` frame holds one room event: compressing clients get them singly.)
-        if len(items) <= most or most == 1 or self.compress or self.sm.state is not State.OPEN:
+        if (
+            not batched
+            or len(items) <= most
+            or most == 1
+            or self.compress
+            or self.sm.state is not State.OPEN
+        ):
             for item in items:
-                self.deliver(item)
+                self._deliver_past_gate(item)
             return
         for item in items:
             if item.ack_id is not None:
@@ -207,16 +214,42 @@ class Connection:
                 )
             )
 
-    def skip_replayed(self, room: str, epoch: str, upto: int) -> None:
-        """``room``'s history up to ``upto`` was just replayed from Redis. Its live copies can
-        still be on their way (the history read and the pub/sub stream are two connections),
-        so live messages of that epoch at or below ``upto`` are dropped until one past it
-        arrives."""
-        if upto <= 0:
-            return
-        if self.replayed is None:
-            self.replayed = {}
-        self.replayed[room] = (epoch, upto)
+    def hold(self, room: str) -> None:
+        """Hold ``room``'s live messages while its history is read (``release`` ends it)."""
+        if self._gate is None:
+            self._gate = RecoveryGate()
+        self._gate.hold(room)
+
+    def holding(self, room: str) -> bool:
+        return self._gate is not None and self._gate.holding(room)
+
+    def release(
+        self,
+        room: str,
+        replay: list[Outgoing],
+        *,
+        upto: int,
+        epoch: str = "",
+        recovered: bool = True,
+        batched: bool = True,
+    ) -> None:
+        """End the hold on ``room``: deliver ``replay`` (its history up to ``upto``, or the
+        mailbox; in ``batch`` frames when long and ``batched``), then the held live messages
+        it did not cover; from now on late live copies of what it covered are dropped."""
+        gate = self._gate
+        released: list[Outgoing] = []
+        if gate is not None:
+            released = gate.release(room, upto=upto, epoch=epoch, recovered=recovered)
+            if gate.idle:
+                self._gate = None
+        self._deliver_replay(replay, batched)
+        for item in released:
+            self._deliver_past_gate(item)
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages waiting in the outbound queue (the socket pushed back)."""
+        return len(self._queue) if self._queue is not None else 0
 
     def _write(self, item: Outgoing) -> None:
         if self._busy:

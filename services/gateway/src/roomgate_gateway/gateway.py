@@ -26,7 +26,7 @@ from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, connect, tra
 from roomgate_common.telemetry import detached_span, extract_trace, inject_trace
 from roomgate_roomauthz.events import parse_acl_event
 
-from roomgate_gateway import aclchanges
+from roomgate_gateway import aclchanges, recovery
 from roomgate_gateway import protocol as p
 from roomgate_gateway.agents import AgentPresence
 from roomgate_gateway.budget import InboundBudgetPolicy
@@ -98,8 +98,8 @@ class Gateway:
             kind_of=lambda principal: KIND_NAMES.get(principal.kind, ""),
         )
         self._authz_cache: dict[tuple[str, str, str, str], tuple[float, Decision]] = {}
-        # room -> (epoch, offset) of the last message handed to its local members
-        self.last_offset: dict[str, tuple[str, int]] = {}
+        # The last offset handed to each served room's members (recovery.py)
+        self.positions = recovery.RoomPositions()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.redis: Redis
@@ -288,10 +288,10 @@ class Gateway:
         if conn.principal.session_id:
             personal.append(f"session-{conn.principal.session_id}")
         if conn.kind == "user":  # hold the user room's live traffic until the mailbox is out
-            conn.recovering = {personal[0]: []}
+            conn.hold(personal[0])
         for room in personal:
             await self._join(conn, room)
-            if conn.recovering is None or room not in conn.recovering:
+            if not conn.holding(room):
                 conn.send_message("subscribed", {"room": room, "personal": True}, room=room)
         if conn.kind == "user":
             await self._deliver_mailbox(conn, personal[0])
@@ -299,7 +299,6 @@ class Gateway:
     async def _deliver_mailbox(self, conn: Connection, user_room: str) -> None:
         """What waits in the user's mailbox, in arrival order, before live traffic."""
         assert conn.principal is not None
-        assert conn.recovering is not None
         box, msgs, _low = keys.mailbox_keys(conn.principal.id)
         waiting: list[Outgoing] = []
         gone: list[str] = []
@@ -319,8 +318,6 @@ class Gateway:
                 gone.append(envelope_id.decode())
             else:
                 waiting.append(out)
-        held = conn.recovering.pop(user_room, [])
-        conn.recovering = conn.recovering or None
         mine = [o for o in waiting if o.room == user_room]
         last = max((o.offset for o in mine), default=0)
         # The user room's confirmation says what the mailbox held, and what overflowed.
@@ -335,14 +332,10 @@ class Gateway:
             },
             room=user_room,
         )
-        for out in waiting:
-            conn.deliver(out)
+        conn.release(
+            user_room, waiting, upto=last, epoch=mine[-1].epoch if mine else "", batched=False
+        )
         self.metrics.mailbox_delivered.inc(len(waiting))
-        for out in held:
-            if out.offset > last:
-                conn.deliver(out)
-        if mine:
-            conn.skip_replayed(user_room, mine[-1].epoch, last)
         for envelope_id in gone:  # expired or unreadable: nothing to wait for
             self.mailbox_writes.remove(conn.principal.id, envelope_id)
 
@@ -373,7 +366,7 @@ class Gateway:
         conn.rooms.discard(room)
         if not members:
             del self.rooms[room]
-            self.last_offset.pop(room, None)
+            self.positions.forget(room)
         self.metrics.subscriptions.dec()
         await self.bus.leave(room)
 
@@ -455,14 +448,11 @@ class Gateway:
     ) -> None:
         """Join live first (holding live messages back), replay history after ``since``,
         then release the held messages that the replay did not cover: no gap, no duplicate."""
-        if conn.recovering is None:
-            conn.recovering = {}
-        conn.recovering[room] = []
+        conn.hold(room)
         if room not in conn.rooms:  # else: a resync of a room the client is already in
             await self._join(conn, room)
         replay: list[Outgoing] = []
-        recovered = False
-        missed: int | None = None
+        result = recovery.NOT_RECOVERED
         epoch = ""
         last_offset = since.offset
         try:
@@ -470,43 +460,28 @@ class Gateway:
                 meta = await self.redis.hmget(keys.room_meta(room), ["epoch", "offset"])
                 epoch = (meta[0] or b"").decode()
                 top = int(meta[1] or 0)
-                if epoch and epoch == since.epoch and since.offset <= top:
+                if recovery.needs_history(since.epoch, since.offset, epoch, top):
                     entries = await self.redis.xrange(
                         keys.room_history(room), min=f"{since.offset + 1}-1", max="+"
                     )
-                    first = int(entries[0][0].split(b"-")[0]) if entries else top + 1
-                    if entries and _expired(entries[0][1], self.history.bound(room).max_age):
-                        first = -1  # the gap's start is past the room's age bound
-                    if first == since.offset + 1 or since.offset == top:
-                        recovered = True
+                    first = int(entries[0][0].split(b"-")[0]) if entries else None
+                    expired = bool(entries) and _expired(
+                        entries[0][1], self.history.bound(room).max_age
+                    )
+                    result = recovery.outcome(since.offset, top, first, expired)
+                    if result.recovered:
                         for entry_id, fields in entries:
                             offset = int(entry_id.split(b"-")[0])
                             out = self._outgoing(room, offset, epoch, fields[b"m"])
                             if out is not None:
                                 replay.append(out)
                                 last_offset = offset
-                    else:
-                        missed = top - since.offset
-                elif (epoch and epoch == since.epoch) or epoch:
-                    missed = None
         except BUS_ERRORS:
-            recovered = False
-        held = conn.recovering.pop(room, [])
-        if not conn.recovering:
-            conn.recovering = None
-        self.metrics.recoveries.labels("recovered" if recovered else "not_recovered").inc()
-        data: dict[str, Any] = {"room": room, "recovered": recovered, "epoch": epoch}
-        if recovered:
-            data["replayed"] = len(replay)
-        elif missed is not None:
-            data["missed"] = missed
+            result = recovery.NOT_RECOVERED
+        self.metrics.recoveries.labels("recovered" if result.recovered else "not_recovered").inc()
+        data = recovery.subscribed_data(room, epoch, result, len(replay))
         conn.send_message("subscribed", data, room=room, correlation_id=corr)
-        conn.deliver_replay(replay)
-        for out in held:
-            if not recovered or out.offset > last_offset:
-                conn.deliver(out)
-        if recovered:
-            conn.skip_replayed(room, epoch, last_offset)
+        conn.release(room, replay, upto=last_offset, epoch=epoch, recovered=result.recovered)
 
     async def unsubscribe(self, conn: Connection, msg: p.Unsubscribe) -> None:
         room = msg.data.room
@@ -695,10 +670,8 @@ class Gateway:
         except ValueError:
             self.metrics.drops.labels("malformed").inc()
             return
-        seen = self.last_offset.get(room)
-        if seen is not None and seen[0] == epoch and offset <= seen[1]:
+        if not self.positions.advance(room, epoch, offset):
             return  # already delivered (a catch-up after a bus reconnect overlapped)
-        self.last_offset[room] = (epoch, offset)
         out = self._outgoing(room, offset, epoch, payload)
         if out is None:
             return
@@ -728,7 +701,7 @@ class Gateway:
         the publish APIs' kept credentials are verified again."""
         self.publish_credentials.clear()
         await sweep_revoked(self)
-        for room, (epoch, last) in list(self.last_offset.items()):
+        for room, (epoch, last) in self.positions.items():
             try:
                 async with translate_errors("catch-up"):
                     current = await self.redis.hget(keys.room_meta(room), "epoch")
