@@ -64,6 +64,7 @@ types: ## mypy on the pure cores
 # The pure cores (also fenced by .importlinter: no I/O library imports).
 MYPY_TARGETS := \
 	services/common/src/roomgate_common/envelope.py \
+	services/common/src/roomgate_common/identity.py \
 	services/common/src/roomgate_common/keys.py \
 	services/common/src/roomgate_common/revocation.py \
 	services/common/src/roomgate_common/history.py \

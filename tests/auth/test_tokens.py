@@ -18,19 +18,16 @@ from hypothesis import strategies as st
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
 from roomgate_auth.tokens import (
-    MAX_ID_DIGITS,
     SESSION_ID_BOUND,
     KeyRing,
-    Principal,
-    PrincipalKind,
     TokenPolicy,
     hs256_key,
     hs256_signing_key,
-    is_canonical_id,
     keys_from_jwks,
     public_key_from_pem,
     signing_key_from_pem,
 )
+from roomgate_common.identity import MAX_ID, Principal, PrincipalKind, is_canonical_id
 
 from .conftest import (
     AUDIENCE,
@@ -156,7 +153,9 @@ NON_CANONICAL_IDS = [
     "1.0",
     "",
     "abc",
-    "1" * 19,
+    "9" * 19,
+    "9223372036854775808",
+    "1" * 20,
     "٣",
 ]
 
@@ -184,8 +183,8 @@ def test_non_canonical_user_and_agent_ids_are_invalid(
 
 
 def test_canonical_id_grammar() -> None:
-    """Only ASCII digits without sign or leading zero, at most 18 of them."""
-    assert all(is_canonical_id(v) for v in ["1", "42", "9" * 18, "100"])
+    """Only ASCII digits without sign or leading zero, the value at most 2**63 - 1."""
+    assert all(is_canonical_id(v) for v in ["1", "42", "9" * 18, "100", str(2**63 - 1)])
     assert not any(is_canonical_id(v) for v in [*NON_CANONICAL_IDS, 42, None])
 
 
@@ -372,9 +371,9 @@ def test_reasons_match_the_proto_comment() -> None:
     assert {w.strip() for w in listed.group(1).split(",")} == {r.value for r in Reason}
 
 
-@given(st.text(max_size=24) | st.integers(min_value=-5, max_value=10**19).map(str))
+@given(st.text(max_size=24) | st.integers(min_value=-5, max_value=10**20).map(str))
 def test_canonical_id_is_its_own_decimal_rendering(value: str) -> None:
-    """A canonical id is exactly str(n) for some 1 <= n < 10**18, for any text at all."""
+    """A canonical id is exactly str(n) for some 1 <= n <= 2**63 - 1, for any text at all."""
     expected = value.isascii() and value.isdigit() and str(int(value)) == value
-    expected = expected and 1 <= int(value) < 10**MAX_ID_DIGITS
+    expected = expected and 1 <= int(value) <= MAX_ID
     assert is_canonical_id(value) is expected

@@ -15,8 +15,9 @@ import redis.asyncio as aioredis
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
 from roomgate_auth.server import AuthServer
 from roomgate_auth.settings import AuthSettings
-from roomgate_auth.tokens import Principal, PrincipalKind, api_key_digest
+from roomgate_auth.tokens import api_key_digest
 from roomgate_common import keys
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_escalation.policy import PolicyConfig
 from roomgate_escalation.service import EscalationReplica
 from roomgate_escalation.settings import EscalationSettings

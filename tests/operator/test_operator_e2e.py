@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import websockets
 from roomgate_auth.server import AuthServer
-from roomgate_auth.tokens import Principal, PrincipalKind
 from roomgate_common import keys
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_common.redis_adapter import connect
 from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port
 

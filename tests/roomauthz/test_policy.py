@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from roomgate_common.errors import ConfigurationError
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_roomauthz.acl import AclCache
 from roomgate_roomauthz.events import AclChange, AclChangedEvent, may_affect, parse_acl_event
 from roomgate_roomauthz.policy import (
@@ -17,8 +18,6 @@ from roomgate_roomauthz.policy import (
     Action,
     Policy,
     PolicyError,
-    Principal,
-    PrincipalKind,
     Reason,
     Relation,
     principal_from_parts,

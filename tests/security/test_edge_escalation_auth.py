@@ -15,8 +15,8 @@ from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
 from roomgate_auth.server import AuthServer
 from roomgate_auth.settings import AuthSettings
-from roomgate_auth.tokens import Principal, PrincipalKind
 from roomgate_common.errors import ConfigurationError
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_escalation.policy import PolicyConfig
 from roomgate_escalation.service import EscalationReplica
 from roomgate_escalation.settings import EscalationSettings

@@ -16,14 +16,8 @@ import msgspec
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from roomgate_auth.errors import AuthError
-from roomgate_auth.tokens import (
-    KeyRing,
-    Principal,
-    PrincipalKind,
-    TokenPolicy,
-    hs256_key,
-    hs256_signing_key,
-)
+from roomgate_auth.tokens import KeyRing, TokenPolicy, hs256_key, hs256_signing_key
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_common.jsondepth import MAX_JSON_DEPTH
 from roomgate_common.rooms import GLOBAL_KINDS, ID_KINDS, Room, RoomKind, parse_room, room_name
 from roomgate_gateway import protocol as p

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from roomgate_auth.tokens import Principal, PrincipalKind
+from roomgate_common.identity import Principal, PrincipalKind
 
 from tests.gateway.conftest import services
 from tests.security.edge import gateway_process, rss_bytes, upload

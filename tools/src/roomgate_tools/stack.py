@@ -823,14 +823,8 @@ def mint_token(
     ttl: int = 3600,
 ) -> str:
     """Sign a token like ``roomgate token`` does, with the auth service's own minting code."""
-    from roomgate_auth.tokens import (
-        KeyRing,
-        Principal,
-        PrincipalKind,
-        TokenPolicy,
-        hs256_key,
-        hs256_signing_key,
-    )
+    from roomgate_auth.tokens import KeyRing, TokenPolicy, hs256_key, hs256_signing_key
+    from roomgate_common.identity import Principal, PrincipalKind
 
     secret = secrets["ROOMGATE_JWT_HS256_SECRET"]
     policy = TokenPolicy(

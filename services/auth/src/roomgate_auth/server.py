@@ -25,20 +25,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.grpcserver import GrpcServer, is_admin
+from roomgate_common.identity import Principal, PrincipalKind, is_valid_principal_id
 from roomgate_common.metrics import MetricsServer
 from roomgate_common.redis_adapter import Redis, connect, translate_errors
 
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
 from roomgate_auth.settings import AuthSettings
 from roomgate_auth.store import AuthStore
-from roomgate_auth.tokens import (
-    Principal,
-    PrincipalKind,
-    TokenPolicy,
-    api_key_digest,
-    is_api_key_digest,
-    is_valid_principal_id,
-)
+from roomgate_auth.tokens import TokenPolicy, api_key_digest, is_api_key_digest
 
 if TYPE_CHECKING:
     Context = grpc.aio.ServicerContext[Any, Any]

@@ -21,12 +21,11 @@ from typing import ParamSpec, TypeVar
 from jwt import PyJWK
 from pydantic import Field, SecretStr
 from roomgate_common.errors import ConfigurationError
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_common.settings import ServiceSettings
 
 from roomgate_auth.tokens import (
     KeyRing,
-    Principal,
-    PrincipalKind,
     SigningKey,
     TokenPolicy,
     hs256_key,

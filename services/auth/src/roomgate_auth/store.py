@@ -18,16 +18,11 @@ import json
 import time
 
 from roomgate_common import keys
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_common.redis_adapter import Redis, translate_errors
 from roomgate_common.revocation import Revocation
 
-from roomgate_auth.tokens import (
-    Principal,
-    PrincipalKind,
-    TokenPolicy,
-    api_key_digest,
-    new_api_key,
-)
+from roomgate_auth.tokens import TokenPolicy, api_key_digest, new_api_key
 
 # Keeps the later of two revoke-all times (replicas' clocks differ) and renews the expiry.
 _REVOKE_BEFORE = """

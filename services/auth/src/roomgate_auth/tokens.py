@@ -14,8 +14,8 @@ the ring's default key (the HS256 secret, or the only key there is).
 Claims (all checked, see ``Principal``): ``iss``, ``aud``, ``sub``, ``kind``
 (user|agent|service), ``sid``, ``iat``, ``exp`` (required), ``nbf`` (optional), ``jti``,
 ``roles``, ``perms``, ``groups``, ``teams``. Users, agents, sessions, groups and teams are
-named by canonical positive decimal integers (``1``..``999999999999999999``: ASCII digits,
-no sign, no leading zero, at most 18 digits); services by a lowercase name.
+named by canonical ids, services by a lowercase name (the rules, and ``Principal`` itself,
+are in ``roomgate_common.identity``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 import jwt
@@ -37,25 +36,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+from roomgate_common.identity import MAX_LIST_ENTRIES, is_name
+from roomgate_common.identity import Principal as Principal
+from roomgate_common.identity import PrincipalKind as PrincipalKind
+from roomgate_common.identity import is_canonical_id as is_canonical_id
+from roomgate_common.identity import is_valid_principal_id as is_valid_principal_id
 from roomgate_common.jsondepth import too_deep
 
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
 
 # --- limits ------------------------------------------------------------------------------
 
-MAX_ID_DIGITS = 18
-"""Canonical integer ids have at most this many digits (always below 2**63)."""
-MAX_LIST_ENTRIES = 256
-"""At most this many roles, permissions, groups or teams in one token."""
 SESSION_ID_BOUND = 2**53
 """Generated session ids are below this (exact in JavaScript numbers)."""
 MIN_HS256_SECRET_BYTES = 32
 """RFC 7518 3.2: an HS256 key is at least as long as the hash output."""
 MIN_RSA_BITS = 2048
 
-_CANONICAL_ID = re.compile(rf"[1-9][0-9]{{0,{MAX_ID_DIGITS - 1}}}")
-_SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
-_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _JTI = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # header.payload.signature, base64url without padding (an empty signature is left for the
 # algorithm check to refuse: that is how "alg: none" tokens look).
@@ -63,67 +60,8 @@ _COMPACT_JWS = re.compile(r"([A-Za-z0-9_-]{2,})\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-
 _KID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
-class PrincipalKind(StrEnum):
-    USER = "user"
-    AGENT = "agent"
-    SERVICE = "service"
-
-
-def is_canonical_id(value: object) -> bool:
-    """True for "1", "42"; false for "0", "01", "-1", "+1", " 1", "١٢", "1e3", 42."""
-    return isinstance(value, str) and _CANONICAL_ID.fullmatch(value) is not None
-
-
-def is_valid_principal_id(kind: PrincipalKind, value: object) -> bool:
-    if kind is PrincipalKind.SERVICE:
-        return isinstance(value, str) and _SERVICE_NAME.fullmatch(value) is not None
-    return is_canonical_id(value)
-
-
 def is_valid_kid(value: object) -> bool:
     return isinstance(value, str) and _KID.fullmatch(value) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who a token stands for, plus the facts of that token (zero when not from a token).
-
-    ``issued_at`` keeps sub-second precision: revoke-all compares it with a time.
-    """
-
-    kind: PrincipalKind
-    id: str
-    session_id: str = ""
-    roles: tuple[str, ...] = ()
-    permissions: tuple[str, ...] = ()
-    group_ids: tuple[str, ...] = ()
-    team_ids: tuple[str, ...] = ()
-    token_id: str = ""
-    issued_at: float = 0.0
-    expires_at: int = 0
-
-    def problems(self) -> list[str]:
-        """What is wrong with this principal's identity (empty when it is valid)."""
-        found: list[str] = []
-        if not is_valid_principal_id(self.kind, self.id):
-            found.append(f"id is not a valid {self.kind.value} id")
-        if self.session_id and not is_canonical_id(self.session_id):
-            found.append("session_id is not a canonical positive integer")
-        for name, values, ok in (
-            ("roles", self.roles, _is_name),
-            ("permissions", self.permissions, _is_name),
-            ("group_ids", self.group_ids, is_canonical_id),
-            ("team_ids", self.team_ids, is_canonical_id),
-        ):
-            if len(values) > MAX_LIST_ENTRIES:
-                found.append(f"more than {MAX_LIST_ENTRIES} {name}")
-            elif not all(ok(v) for v in values):
-                found.append(f"{name} holds an invalid entry")
-        return found
-
-
-def _is_name(value: object) -> bool:
-    return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
 # --- keys ----------------------------------------------------------------------------------
@@ -273,8 +211,8 @@ _SIGNATURE_ERRORS: Sequence[tuple[type[Exception], Reason]] = (
 )
 
 _LIST_CLAIMS = (
-    ("roles", "roles", _is_name),
-    ("perms", "permissions", _is_name),
+    ("roles", "roles", is_name),
+    ("perms", "permissions", is_name),
     ("groups", "group_ids", is_canonical_id),
     ("teams", "team_ids", is_canonical_id),
 )

@@ -9,6 +9,7 @@ Grammar (a room name is ASCII, at most ``MAX_ROOM_BYTES`` bytes, exact case)::
     group     = "group-" id / "team-" id / "role-" role-name
     user      = "user-" id / "session-" id
     id        = canonical positive decimal integer: [1-9][0-9]{0,18}, value < 2**63
+                (``roomgate_common.identity.is_canonical_id``)
     role-name = [a-z][a-z0-9_]{0,62}
 
 Anything else (``agent-01``, ``agent--1``, ``agent-+1``, non-ASCII digits, ``Agents``,
@@ -22,13 +23,13 @@ import enum
 import re
 from dataclasses import dataclass
 
+from roomgate_common.identity import ID_PATTERN as ID_PATTERN
+from roomgate_common.identity import MAX_ID as MAX_ID
+from roomgate_common.identity import is_canonical_id as is_canonical_id
+
 MAX_ROOM_BYTES = 128
 """Longest room name accepted (bytes; a valid name is ASCII so bytes == characters)."""
 
-MAX_ID = 2**63 - 1
-"""Largest id (fits a signed 64-bit integer; at most 19 digits)."""
-
-ID_PATTERN = re.compile(r"[1-9][0-9]{0,18}")
 ROLE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
@@ -82,13 +83,6 @@ class Room:
 
     def __str__(self) -> str:
         return self.name
-
-
-def is_canonical_id(value: str) -> bool:
-    """True for a canonical positive decimal integer below 2**63 ('7', not '07', '+7', ' 7')."""
-    return (
-        isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None and int(value) <= MAX_ID
-    )
 
 
 def is_role_name(value: str) -> bool:

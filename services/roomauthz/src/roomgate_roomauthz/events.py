@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from roomgate_common.identity import PrincipalKind
 from roomgate_common.rooms import RoomKind, parse_room
 
-from roomgate_roomauthz.policy import PrincipalKind, Relation
+from roomgate_roomauthz.policy import Relation
 
 OPS = ("add", "remove")
 

@@ -31,7 +31,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from roomgate_common.rooms import Room, RoomKind, is_canonical_id, parse_room
+from roomgate_common.identity import Principal as Principal
+from roomgate_common.identity import PrincipalKind as PrincipalKind
+from roomgate_common.identity import is_canonical_id
+from roomgate_common.rooms import Room, RoomKind, parse_room
 
 PUBLISH_PERMISSION = "publish"
 """The permission that lets a service principal (a backend) publish into any known room."""
@@ -44,12 +47,6 @@ class PolicyError(ValueError):
 class Action(enum.Enum):
     SUBSCRIBE = "subscribe"
     PUBLISH = "publish"
-
-
-class PrincipalKind(enum.Enum):
-    USER = "user"
-    AGENT = "agent"
-    SERVICE = "service"
 
 
 class Relation(enum.Enum):
@@ -93,19 +90,6 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """Who asks (the policy's view of ``roomgate.auth.v1.Principal``)."""
-
-    kind: PrincipalKind
-    id: str
-    session_id: str = ""
-    roles: frozenset[str] = frozenset()
-    permissions: frozenset[str] = frozenset()
-    group_ids: frozenset[str] = frozenset()
-    team_ids: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     allowed: bool
     reason: str
@@ -120,6 +104,8 @@ AclFacts = Mapping[Lookup, frozenset[str]]
 """The answers to the lookups ``Policy.lookups`` asked for (missing means empty)."""
 
 NO_FACTS: AclFacts = {}
+
+_NONE: frozenset[str] = frozenset()
 
 
 class CheckKind(enum.Enum):
@@ -237,29 +223,26 @@ def viewer_groups(principal: Principal, facts: AclFacts) -> frozenset[str]:
     """Groups whose agents the principal may watch: token groups, plus the ACL user<->group
     entries of a user. (An agent's own ACL groups make it a member of group-{id}, not a
     viewer of the other agents of that group.)"""
-    groups = principal.group_ids
     if principal.kind is PrincipalKind.USER:
-        groups = groups | facts.get((Relation.USER_GROUP, principal.id), frozenset())
-    return groups
+        return facts.get((Relation.USER_GROUP, principal.id), _NONE).union(principal.group_ids)
+    return frozenset(principal.group_ids)
 
 
 def member_groups(principal: Principal, facts: AclFacts) -> frozenset[str]:
     """Groups the principal belongs to: token groups, plus ACL user<->group (users) or
     agent<->group (agents)."""
-    groups = principal.group_ids
     if principal.kind is PrincipalKind.USER:
-        groups = groups | facts.get((Relation.USER_GROUP, principal.id), frozenset())
-    elif principal.kind is PrincipalKind.AGENT:
-        groups = groups | facts.get((Relation.AGENT_GROUP, principal.id), frozenset())
-    return groups
+        return facts.get((Relation.USER_GROUP, principal.id), _NONE).union(principal.group_ids)
+    if principal.kind is PrincipalKind.AGENT:
+        return facts.get((Relation.AGENT_GROUP, principal.id), _NONE).union(principal.group_ids)
+    return frozenset(principal.group_ids)
 
 
 def member_teams(principal: Principal, facts: AclFacts) -> frozenset[str]:
     """Teams the principal belongs to: token teams, plus ACL user<->team (users)."""
-    teams = principal.team_ids
     if principal.kind is PrincipalKind.USER:
-        teams = teams | facts.get((Relation.USER_TEAM, principal.id), frozenset())
-    return teams
+        return facts.get((Relation.USER_TEAM, principal.id), _NONE).union(principal.team_ids)
+    return frozenset(principal.team_ids)
 
 
 def owns(principal: Principal, room: Room) -> bool:
@@ -552,8 +535,8 @@ def principal_from_parts(
         kind=kind,
         id=id,
         session_id=session_id,
-        roles=frozenset(roles),
-        permissions=frozenset(permissions),
-        group_ids=frozenset(group_ids),
-        team_ids=frozenset(team_ids),
+        roles=tuple(roles),
+        permissions=tuple(permissions),
+        group_ids=tuple(group_ids),
+        team_ids=tuple(team_ids),
     )

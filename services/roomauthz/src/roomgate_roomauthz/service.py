@@ -14,7 +14,7 @@ from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.grpcserver import is_admin
-from roomgate_common.rooms import is_canonical_id
+from roomgate_common.identity import Principal, PrincipalKind, is_canonical_id
 
 from roomgate_roomauthz.acl import AclEntry, AclStore
 from roomgate_roomauthz.policy import (
@@ -22,8 +22,6 @@ from roomgate_roomauthz.policy import (
     Decision,
     Lookup,
     Policy,
-    Principal,
-    PrincipalKind,
     Relation,
 )
 
@@ -82,10 +80,10 @@ def principal_from_proto(message: auth_pb2.Principal) -> Principal | None:
         kind=kind,
         id=message.id,
         session_id=message.session_id,
-        roles=frozenset(message.roles),
-        permissions=frozenset(message.permissions),
-        group_ids=frozenset(message.group_ids),
-        team_ids=frozenset(message.team_ids),
+        roles=tuple(message.roles),
+        permissions=tuple(message.permissions),
+        group_ids=tuple(message.group_ids),
+        team_ids=tuple(message.team_ids),
     )
 
 

@@ -33,14 +33,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate_auth.tokens import (
     KeyRing,
-    Principal,
-    PrincipalKind,
     SigningKey,
     TokenPolicy,
     hs256_key,
     hs256_signing_key,
     signing_key_from_pem,
 )
+from roomgate_common.identity import Principal, PrincipalKind
 
 from roomgate_tools.bench._procstat import cpu_seconds, percentile
 from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port

@@ -29,8 +29,8 @@ from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate.escalation.v1 import escalation_pb2_grpc as pb_grpc
 from roomgate_auth.server import AuthServer
 from roomgate_auth.settings import AuthSettings
-from roomgate_auth.tokens import Principal, PrincipalKind
 from roomgate_common import keys
+from roomgate_common.identity import Principal, PrincipalKind
 
 from roomgate_tools.procs import ManagedProcess, RedisProcess, free_port, wait_for_port
 

@@ -18,14 +18,8 @@ import sys
 from typing import Any
 
 from roomgate_auth.errors import AuthError, InvalidRequest
-from roomgate_auth.tokens import (
-    KeyRing,
-    Principal,
-    PrincipalKind,
-    TokenPolicy,
-    hs256_key,
-    hs256_signing_key,
-)
+from roomgate_auth.tokens import KeyRing, TokenPolicy, hs256_key, hs256_signing_key
+from roomgate_common.identity import Principal, PrincipalKind
 
 from roomgate_tools.devenv import dev_secrets
 
