@@ -14,13 +14,11 @@ empty. Fan-out therefore never waits for a slow client.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import logging
 import random
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +26,15 @@ import msgspec
 from roomgate_common.envelope import encode, make_envelope
 
 from roomgate_gateway import protocol as p
-from roomgate_gateway.budget import InboundBudget, Verdict
+from roomgate_gateway.budget import Verdict
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
 from roomgate_gateway.codes import CLOSE_REASONS, SLOW_CONSUMER_REASON, CloseCode, ErrorCode
+from roomgate_gateway.framing import batch_frame, frame_of, text_frame, wire_of
 from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
 from roomgate_gateway.recovery import RecoveryGate
-from roomgate_gateway.state import ConnectionStateMachine, State
-from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol, text_frame
+from roomgate_gateway.session import Answer, Close, GaveUp, Resend, Session, Token, WarnExpiry
+from roomgate_gateway.state import State
+from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol
 
 if TYPE_CHECKING:
     from roomgate_gateway.coalescing import WriteCoalescer
@@ -75,30 +75,24 @@ class _Resume:
                     return stop.value
 
 
-class Closing(Exception):
-    """Raised inside the read loop to stop it (the close frame is already on its way)."""
-
-
 class Connection:
     __slots__ = (
-        "_budget",
         "_busy",
         "_direct",
-        "_expiry_timer",
         "_gate",
-        "_pending",
         "_queue",
         "_receive",
         "_send",
         "_staged",
+        "_timer",
         "_token",
         "_writer",
         "compress",
         "gw",
         "ip",
-        "last_seen",
         "principal",
         "rooms",
+        "session",
         "sm",
     )
 
@@ -118,29 +112,32 @@ class Connection:
         self._send = send
         # The connection's WebSocket protocol when it takes frames directly (wsprotocol)
         self._direct = direct
-        if direct is not None:  # its pongs to the gateway's pings refresh last_seen
-            direct.liveness = self
         self._receive = receive
         self.ip = ip
         self.compress = compress
-        self.sm = ConnectionStateMachine()
-        # What this client may still send (budget.py): every message counts
-        self._budget = InboundBudget(gw.budget_policy, time.monotonic())
+        # The protocol state (session.py): state machine, deadlines, budget, acks
+        self.session: Session[Outgoing] = Session(
+            now=time.monotonic(),
+            auth_deadline=gw.limits.auth_deadline,
+            budget=gw.budget_policy,
+            ack_timeout=gw.settings.ack_timeout,
+            ack_retries=gw.settings.ack_retries,
+        )
+        self.sm = self.session.sm  # read on every delivery: one attribute away
+        if direct is not None:  # its pongs to the gateway's pings are liveness
+            direct.liveness = self.session
         self.principal: Principal | None = None
         self.rooms: set[str] = set()
         # Rooms whose history is being replayed, or was just (recovery.py); None otherwise
         self._gate: RecoveryGate[Outgoing] | None = None
-        self.last_seen = time.monotonic()
         self._queue: OutboundQueue | None = None
         self._busy = False
         self._writer: asyncio.Task[None] | None = None
         # What this loop turn handed over, written at its end (coalescing.py): one
         # message, or a list of them
         self._staged: Outgoing | list[Outgoing] | None = None
-        # The token's next deadline: the expiry warning, then (armed by it) the close
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        # envelope id -> [message, resends so far, timer]: requiresAck messages not yet acked
-        self._pending: dict[str, list[Any]] | None = None
+        # Armed at the session's next deadline (token expiry, ack resends), if any
+        self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ identity
     @property
@@ -156,6 +153,11 @@ class Connection:
     @property
     def sender(self) -> str:
         return f"{self.kind}-{self.user_id}" if self.principal else "anonymous"
+
+    @property
+    def last_seen(self) -> float:
+        """When the client was last heard from (monotonic)."""
+        return self.session.last_seen
 
     # ------------------------------------------------------------------ outbound
     def deliver(self, item: Outgoing) -> None:
@@ -205,7 +207,7 @@ class Connection:
             last = chunk[-1]
             self._write(
                 Outgoing(
-                    _batch_frame(chunk),
+                    batch_frame(chunk),
                     "normal",
                     room=last.room,
                     offset=last.offset,
@@ -314,43 +316,50 @@ class Connection:
         else:
             self.gw.metrics.drops.labels("closed").inc(len(items))
 
+    # ------------------------------------------------------------------ time
+    def _rearm(self) -> None:
+        """Arm the one timer at the session's next deadline (when sooner than armed)."""
+        when = self.session.next_deadline()
+        timer = self._timer
+        if timer is not None:
+            if when is not None and timer.when() <= when:
+                return  # fires first; re-arms then
+            timer.cancel()
+            self._timer = None
+        if when is not None:
+            # In an empty context: a timer keeps its context (a span's) alive until it fires
+            self._timer = asyncio.get_running_loop().call_at(
+                when, self._on_deadline, context=contextvars.Context()
+            )
+
+    def _on_deadline(self) -> None:
+        self._timer = None
+        for due in self.session.on_deadline(asyncio.get_running_loop().time()):
+            if isinstance(due, Resend):
+                self.gw.metrics.redeliveries.inc()
+                self._write(due.message)
+            elif isinstance(due, GaveUp):
+                # Given up on this connection; a user's mailbox still has it for the next one.
+                self.gw.metrics.drops.labels("ack_timeout").inc(due.count)
+            elif isinstance(due, WarnExpiry):
+                self.send_message(
+                    "token_expiring",
+                    {"expires_at": due.expires_at, "seconds_left": due.seconds_left},
+                )
+            elif isinstance(due, Close):
+                self.close_soon(due.code, due.reason)
+        self._rearm()
+
     # ------------------------------------------------------------------ acknowledged delivery
     def _await_ack(self, item: Outgoing) -> None:
         assert item.ack_id is not None
-        if self._pending is None:
-            self._pending = {}
-        if item.ack_id in self._pending:
-            return
-        timer = asyncio.get_running_loop().call_later(
-            self.gw.settings.ack_timeout, self._ack_timeout, item.ack_id
-        )
-        self._pending[item.ack_id] = [item, 0, timer]
-        self.gw.keep_until_acked(self, item)
-
-    def _ack_timeout(self, ack_id: str) -> None:
-        entry = self._pending.get(ack_id) if self._pending else None
-        if entry is None or self.sm.state is not State.OPEN:
-            return
-        if entry[1] >= self.gw.settings.ack_retries:
-            # Given up on this connection; a user's mailbox still has it for the next one.
-            del self._pending[ack_id]  # type: ignore[union-attr]
-            self.gw.metrics.drops.labels("ack_timeout").inc()
-            return
-        entry[1] += 1
-        self.gw.metrics.redeliveries.inc()
-        self._write(entry[0])
-        entry[2] = asyncio.get_running_loop().call_later(
-            self.gw.settings.ack_timeout, self._ack_timeout, ack_id
-        )
+        if self.session.await_ack(item.ack_id, item, asyncio.get_running_loop().time()):
+            self._rearm()
+            self.gw.keep_until_acked(self, item)
 
     def ack_received(self, ack_id: str) -> bool:
         """Stop resending ``ack_id``; False when this connection was not waiting for it."""
-        entry = self._pending.pop(ack_id, None) if self._pending else None
-        if entry is not None:
-            entry[2].cancel()
-        if not self._pending:
-            self._pending = None
-        return entry is not None
+        return self.session.acked(ack_id)
 
     def _enqueue(self, item: Outgoing) -> None:
         if self._queue is None:
@@ -367,29 +376,15 @@ class Connection:
             self.gw.metrics.drops.labels(f"queue_full_{dropped.priority}").inc()
 
     def _frame_of(self, item: Outgoing) -> str:
-        # Room events (they carry an offset) are compressed; the gateway's own replies never.
-        if (
-            self.compress
-            and item.offset
-            and len(item.frame) >= self.gw.settings.compression_threshold
-        ):
-            if item.compressed is None:
-                packed = base64.b64encode(zlib.compress(item.frame.encode(), 6)).decode()
-                item.compressed = '{"type":"compressed","data":"' + packed + '"}'
-            return item.compressed
-        return item.frame
+        return frame_of(item, self.gw.settings.compression_threshold if self.compress else None)
 
     def _wire_of(self, item: Outgoing) -> bytes:
-        """The message's whole WebSocket frame, built once and shared by its recipients."""
-        if self.compress and item.offset:
-            frame = self._frame_of(item)
-            if frame is item.compressed:
-                if item.wire_compressed is None:
-                    item.wire_compressed = text_frame(frame.encode())
-                return item.wire_compressed
-        if item.wire is None:
-            item.wire = text_frame(item.frame.encode())
-        return item.wire
+        if not self.compress:  # the common case: one attribute, cached for all recipients
+            wire = item.wire
+            if wire is None:
+                wire = item.wire = text_frame(item.frame.encode())
+            return wire
+        return wire_of(item, self.gw.settings.compression_threshold)
 
     def _send_now(self, frame: str, item: Outgoing | None = None) -> bool:
         """Write ``frame`` through the ASGI ``send`` now; True when it was written. What
@@ -436,13 +431,13 @@ class Connection:
                     direct.transport.write(
                         b"".join([self._wire_of(i) for i in items])
                         if one_by_one
-                        else text_frame(_batch_frame(items).encode())
+                        else text_frame(batch_frame(items).encode())
                     )
                 elif one_by_one:
                     for i in items:
                         await self._send({"type": "websocket.send", "text": self._frame_of(i)})
                 else:
-                    await self._send({"type": "websocket.send", "text": _batch_frame(items)})
+                    await self._send({"type": "websocket.send", "text": batch_frame(items)})
                 coalescer.wrote(items)
         except Exception:
             self.gw.metrics.drops.labels("closed").inc(len(self._queue or ()))
@@ -537,8 +532,6 @@ class Connection:
                 return
             opened = time.monotonic()
             await self._read_loop()  # returns when the client goes away or is closed
-        except Closing:
-            pass
         except Exception:
             log.exception("connection failed")
             await self.close(CloseCode.INTERNAL_ERROR)
@@ -546,12 +539,10 @@ class Connection:
             await gw.unregister(self)
             if opened:
                 gw.metrics.connection_duration.observe(time.monotonic() - opened)
-            if self.sm.state is not State.CLOSED:
-                self.sm.to(State.CLOSED)
-            if self._expiry_timer is not None:
-                self._expiry_timer.cancel()
-            for entry in (self._pending or {}).values():
-                entry[2].cancel()
+            self.session.closed()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     async def _connect(self, token: str | None) -> bool:
         with self.gw.tracer.start_as_current_span("connect", attributes={"net.peer.ip": self.ip}):
@@ -559,9 +550,9 @@ class Connection:
 
     async def _authenticate(self, token: str | None) -> bool:
         gw = self.gw
-        deadline = time.monotonic() + gw.limits.auth_deadline
+        session = self.session
         while token is None:
-            remaining = deadline - time.monotonic()
+            remaining = session.auth_remaining(time.monotonic())
             if remaining <= 0:
                 gw.metrics.connects.labels("auth_timeout").inc()
                 await self.close(CloseCode.UNAUTHORIZED)
@@ -574,18 +565,14 @@ class Connection:
                 gw.metrics.connects.labels("gone").inc()
                 return False
             raw = message.get("text") or message.get("bytes") or b""
-            if len(raw) > gw.limits.max_message_bytes:
-                await self.close(CloseCode.MESSAGE_TOO_BIG)
+            step = session.first_frame(raw, gw.limits.max_message_bytes)
+            if isinstance(step, Token):
+                token = step.value
+            elif isinstance(step, Answer):
+                self._error_now(step.code, step.message, step.ref_id)
+            elif isinstance(step, Close):
+                await self.close(step.code)
                 return False
-            try:
-                msg = p.parse_message(raw)
-            except p.ProtocolError as exc:
-                self._error_now(exc.code, exc.message, exc.ref_id)
-                continue
-            if isinstance(msg, p.Auth) and not isinstance(msg, p.Refresh):
-                token = msg.credential()
-            else:
-                self._error_now(ErrorCode.NOT_AUTHENTICATED, "send `auth` first", msg.id)
         try:
             principal = await gw.authenticate(token)
         except AuthRejected as exc:
@@ -608,7 +595,7 @@ class Connection:
             self._error_now(ErrorCode.CONNECTION_LIMIT, f"too many connections ({refused})", None)
             await self.close(CloseCode.CONNECTION_LIMIT)
             return False
-        self.sm.to(State.OPEN)
+        session.opened()
         if gw.draining:  # SIGTERM arrived while this client authenticated
             gw.metrics.connects.labels("draining").inc()
             await self._reconnect_hint_and_close()
@@ -648,30 +635,16 @@ class Connection:
         self._send_now(encode(env).decode())
 
     def _arm_expiry(self, expires_at: int) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-            self._expiry_timer = None
-        if not expires_at:
-            return
-        warn_in = max(0.0, expires_at - time.time() - self.gw.settings.token_expiry_warning)
-        # In an empty context: a timer keeps its context (here the connect span's) alive
-        # until it fires, maybe hours later.
-        self._expiry_timer = asyncio.get_running_loop().call_later(
-            warn_in, self._warn_expiry, expires_at, context=contextvars.Context()
+        self.session.arm_expiry(
+            expires_at,
+            time.time(),
+            asyncio.get_running_loop().time(),
+            self.gw.settings.token_expiry_warning,
         )
-
-    def _warn_expiry(self, expires_at: int) -> None:
-        left = expires_at - time.time()
-        self.send_message(
-            "token_expiring", {"expires_at": expires_at, "seconds_left": max(0, int(left))}
-        )
-        self._expiry_timer = asyncio.get_running_loop().call_later(
-            max(0.0, left),
-            self.close_soon,
-            CloseCode.UNAUTHORIZED,
-            "Token expired",
-            context=contextvars.Context(),
-        )
+        if self._timer is not None:  # the token's deadlines may be later than armed
+            self._timer.cancel()
+            self._timer = None
+        self._rearm()
 
     async def _reconnect_hint_and_close(self, delay_ms: int | None = None) -> None:
         if delay_ms is None:
@@ -695,6 +668,7 @@ class Connection:
     async def _read_loop(self) -> None:
         gw = self.gw
         receive = self._receive
+        session = self.session
         while True:
             message = await receive()
             if message["type"] == "websocket.disconnect":
@@ -702,11 +676,11 @@ class Connection:
             raw = message.get("text")
             if raw is None:
                 raw = message.get("bytes") or b""
-            self.last_seen = time.monotonic()
             size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
-            if size > gw.limits.max_message_bytes:
+            refused = session.frame_in(size, time.monotonic(), gw.limits.max_message_bytes)
+            if refused is not None:
                 gw.metrics.errors.labels("message_too_big").inc()
-                await self.close(CloseCode.MESSAGE_TOO_BIG)
+                await self.close(refused.code)
                 return
             if self.sm.state is not State.OPEN:
                 return
@@ -781,9 +755,9 @@ class Connection:
         if self.sm.state is not State.OPEN:
             return False
         policy = gw.budget_policy
-        verdict = self._budget.take(policy, time.monotonic(), ping=isinstance(msg, p.Ping))
+        verdict = self.session.charge(policy, time.monotonic(), ping=isinstance(msg, p.Ping))
         if verdict is Verdict.ALLOW:
-            if self._budget.tick(policy):
+            if self.session.should_yield(policy):
                 await asyncio.sleep(0)  # queued frames must not hold the loop
             return self.sm.state is State.OPEN
         gw.metrics.drops.labels("inbound_over_budget").inc()
@@ -829,10 +803,6 @@ class Connection:
         # The new token may allow less: its subscriptions are decided again, as after an
         # ACL change (`unsubscribed` with roomauthz's reason for each one it loses).
         await self.gw.recheck(self)
-
-
-def _batch_frame(items: list[Outgoing]) -> str:
-    return '{"type":"batch","messages":[' + ",".join(i.frame for i in items) + "]}"
 
 
 def _correlation(msg: p._Base | None) -> str | None:

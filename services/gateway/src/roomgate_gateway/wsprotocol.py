@@ -27,28 +27,17 @@ runs through this class.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from roomgate_gateway.codes import CloseCode
+from roomgate_gateway.framing import text_frame
+
+__all__ = ["DIRECT_EXTENSION", "GatewayWebSocketProtocol", "text_frame"]
 
 DIRECT_EXTENSION = "roomgate.direct"
-
-_LEN16 = struct.Struct("!BBH")
-_LEN64 = struct.Struct("!BBQ")
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, final WebSocket text frame (RFC 6455 §5.2) carrying ``payload``."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return _LEN16.pack(0x81, 126, size) + payload
-    return _LEN64.pack(0x81, 127, size) + payload
 
 
 class _Inbox:
@@ -189,7 +178,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         )
         super().handle_pong(event)
         if answered and self.liveness is not None:
-            self.liveness.last_seen = time.monotonic()
+            self.liveness.heard(time.monotonic())
 
     def keepalive_timeout(self) -> None:
         # uvicorn's, with the close code of the heartbeat timeout instead of 1011.
