@@ -3,12 +3,12 @@
 This is the only place that writes to rooms: backends (through this class or the gateway's
 HTTP and gRPC publish APIs) and services (escalation) all come through here.
 
-One Lua script makes a publish atomic: it gives the message the room's next position
-(offset), appends it to the room's history stream (id ``<offset>-1``, bounded) and
-publishes ``b"<offset> <epoch> <envelope JSON>"`` on the room's channel (``SPUBLISH`` in a
-Redis Cluster: the channel shares the ``{room}`` hash tag with the room's keys). The room's epoch is
-created on first use and changes only when the room's metadata is lost, which tells a
-recovering client that offsets from before cannot be trusted.
+One Lua script (publisher_publish.lua) makes a publish atomic: it gives the message the
+room's next position (offset), appends it to the room's history stream (id ``<offset>-1``,
+bounded) and publishes ``b"<offset> <epoch> <envelope JSON>"`` on the room's channel
+(``SPUBLISH`` in a Redis Cluster: the channel shares the ``{room}`` hash tag with the room's
+keys). The room's epoch is created on first use and changes only when the room's metadata
+is lost, which tells a recovering client that offsets from before cannot be trusted.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from opentelemetry import trace
 from roomgate_common import keys
 from roomgate_common.envelope import Envelope, Priority, encode, make_envelope
 from roomgate_common.history import DEFAULT_HISTORY, HistoryPolicy
+from roomgate_common.lua import load_lua
 from roomgate_common.mailbox import (
     DEFAULT_MAILBOX_CAP,
     DEFAULT_MAILBOX_TTL,
@@ -34,47 +35,8 @@ from roomgate_common.telemetry import inject_trace
 _tracer = trace.get_tracer("roomgate.publisher")
 
 
-PUBLISH_SCRIPT = (
-    FILE_FUNCTION
-    + """
-local epoch = redis.call('HGET', KEYS[2], 'epoch')
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('HSET', KEYS[2], 'epoch', epoch)
-end
-local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
-local maxlen = tonumber(ARGV[2])
-local max_age = tonumber(ARGV[6])
-if maxlen > 0 then
-  local now = redis.call('TIME')
-  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, offset .. '-1', 'm', ARGV[1], 't', now_ms)
-  if max_age > 0 then
-    -- Age bound: drop expired entries from the head (a few per publish), and let an idle
-    -- room's whole history expire.
-    local cutoff = now_ms - max_age
-    local last_old = nil
-    for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 16)) do
-      if tonumber(entry[2][4]) >= cutoff then break end
-      last_old = entry[1]
-    end
-    if last_old then
-      local old_offset = tonumber(string.match(last_old, '^(%d+)'))
-      redis.call('XTRIM', KEYS[1], 'MINID', (old_offset + 1) .. '-0')
-    end
-    redis.call('PEXPIRE', KEYS[1], max_age)
-  end
-end
-local evicted = 0
-if #KEYS >= 5 then
-  -- A user room: file the message in the user's mailbox until acknowledged.
-  evicted = file_in_mailbox(KEYS[3], KEYS[4], KEYS[5], ARGV[7],
-    offset .. ' ' .. epoch .. ' ' .. ARGV[1], ARGV[8], ARGV[9], ARGV[10], '')
-end
-redis.call(ARGV[5], ARGV[4], offset .. ' ' .. epoch .. ' ' .. ARGV[1])
-return {offset, epoch, evicted}
-"""
-)
+PUBLISH_SCRIPT = FILE_FUNCTION + load_lua(__package__, "publisher_publish.lua")
+"""The publish script (publisher_publish.lua, after the mailbox's ``file_in_mailbox``)."""
 
 
 class Published(Envelope, kw_only=True):

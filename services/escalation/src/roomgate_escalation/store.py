@@ -1,6 +1,7 @@
 """The escalation service's Redis store: alerts, timelines, durable timers, claims.
 
-Every change of several keys is one Lua script (nothing is ever half-written), and every
+Every change of several keys is one Lua script (the ``store_*.lua`` files beside this
+module; nothing is ever half-written), and every
 script takes the time from Redis (``TIME``), so all replicas share one clock. Keys are in
 ``roomgate_common.keys`` (``esc_*``, ``ESC_*``).
 
@@ -23,209 +24,20 @@ from typing import Any, cast
 
 from redis.exceptions import ResponseError
 from roomgate_common import keys
+from roomgate_common.lua import load_lua
 from roomgate_common.redis_adapter import Redis, translate_errors
 
-_NOW = """
-local _t = redis.call('TIME')
-local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
-local function entry(event, body)
-  return '{"at":' .. now .. ',"event":"' .. event .. '",' .. string.sub(body, 2)
-end
-"""
+# The scripts are the store_*.lua files beside this module; all but RELEASE start with the
+# store_now.lua prelude (``now``, ``entry``).
+_NOW = "store_now.lua"
 
-TRIGGER = (
-    _NOW
-    + """
--- KEYS: alert, timeline, dedup (or alert), due, active, counts, seen (or alert)
--- ARGV: id, data, severity, title, policy, plan, first_offset_ms, dedup_key, traceparent,
---       entry_body, timeline_max, seen_ttl_ms, max_active, expected_dedup
-local has_seen = tonumber(ARGV[12]) > 0
-if has_seen and redis.call('EXISTS', KEYS[7]) == 1 then
-  return {'seen', redis.call('GET', KEYS[7])}
-end
-local has_dedup = ARGV[8] ~= ''
-if has_dedup then
-  local cur = redis.call('GET', KEYS[3]) or ''
-  if cur ~= ARGV[14] then return {'retry', cur} end
-end
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'resolved' then return {'resolved', ARGV[1]} end
-local max = tonumber(ARGV[11])
-if state then
-  redis.call('HSET', KEYS[1], 'data', ARGV[2], 'severity', ARGV[3], 'title', ARGV[4],
-    'updated', now)
-  redis.call('HINCRBY', KEYS[1], 'trig', 1)
-  redis.call('RPUSH', KEYS[2], entry('retriggered', ARGV[10]))
-  redis.call('LTRIM', KEYS[2], -max, -1)
-  if has_seen then redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[12]) end
-  return {'updated', ARGV[1], redis.call('HGETALL', KEYS[1])}
-end
-if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {'full', ''} end
-redis.call('DEL', KEYS[2])
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'data', ARGV[2], 'severity', ARGV[3],
-  'title', ARGV[4], 'policy', ARGV[5], 'plan', ARGV[6], 'state', 'triggered', 'level', 0,
-  'created', now, 'updated', now, 'dedup', ARGV[8], 'trig', 1, 'tp', ARGV[9])
-redis.call('RPUSH', KEYS[2], entry('triggered', ARGV[10]))
-redis.call('ZADD', KEYS[5], now, ARGV[1])
-redis.call('HINCRBY', KEYS[6], 'triggered', 1)
-if tonumber(ARGV[7]) >= 0 then
-  local due = now + tonumber(ARGV[7])
-  redis.call('HSET', KEYS[1], 'due_at', due)
-  redis.call('ZADD', KEYS[4], due, ARGV[1])
-end
-if has_dedup then redis.call('SET', KEYS[3], ARGV[1]) end
-if has_seen then redis.call('SET', KEYS[7], ARGV[1], 'PX', ARGV[12]) end
-return {'created', ARGV[1], redis.call('HGETALL', KEYS[1])}
-"""
-)
-
-CLAIM = (
-    _NOW
-    + """
--- KEYS: due, claims. ARGV: owner, lease_ms, batch. Returns {now, next_due|-1, id, token...}
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {now, -1}
-for i, id in ipairs(ids) do
-  local token = ARGV[1] .. ':' .. now .. ':' .. i
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-  redis.call('HSET', KEYS[2], id, token)
-  out[#out + 1] = id
-  out[#out + 1] = token
-end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if nxt[2] then out[2] = tonumber(nxt[2]) end
-return out
-"""
-)
-
-_FENCE = """
--- KEYS[1] alert, KEYS[2] claims, KEYS[3] due; ARGV[1] id, ARGV[2] token, ARGV[3] margin_ms
-local function fenced()
-  if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return false end
-  local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
-  return score and (tonumber(score) - now >= tonumber(ARGV[3]))
-end
-"""
-
-BEGIN_FIRE = (
-    _NOW
-    + _FENCE
-    + """
-if not fenced() then return {'lost'} end
-local f = redis.call('HMGET', KEYS[1], 'state', 'level', 'plan', 'created', 'due_at',
-  'intent', 'data', 'severity', 'tp', 'title')
-if (not f[1]) or f[1] == 'acknowledged' or f[1] == 'resolved' then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  return {'closed'}
-end
--- The intent ("<level>:<ms>") says this level's publishing may have started at <ms>. One
--- left by a replica that died is returned (the caller recovers); else a new one is set.
-local previous = ''
-if f[6] then
-  local lv = string.match(f[6], '^(%d+):')
-  if lv and tonumber(lv) == tonumber(f[2]) then previous = f[6] end
-end
-if previous == '' then redis.call('HSET', KEYS[1], 'intent', f[2] .. ':' .. now) end
-return {'ok', now, f[2], f[3], f[4], f[5] or '', previous, f[7], f[8], f[9] or '', f[10]}
-"""
-)
-
-COMPLETE_FIRE = (
-    _NOW
-    + """
--- KEYS: alert, timeline, claims, due, counts
--- ARGV: id, token, level (0-based), entry_body, timeline_max, next_due_ms|-1
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return {'lost'} end
-redis.call('HDEL', KEYS[3], ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'state', 'level')
-if not f[1] then
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return {'gone'}
-end
-if tonumber(f[2]) ~= tonumber(ARGV[3]) then return {'stale'} end
-redis.call('HSET', KEYS[1], 'level', tonumber(ARGV[3]) + 1, 'updated', now)
-redis.call('HDEL', KEYS[1], 'intent')
-redis.call('RPUSH', KEYS[2], entry('escalated', ARGV[4]))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
-if f[1] == 'triggered' then
-  redis.call('HSET', KEYS[1], 'state', 'escalated')
-  redis.call('HINCRBY', KEYS[5], 'triggered', -1)
-  redis.call('HINCRBY', KEYS[5], 'escalated', 1)
-end
-local open = f[1] == 'triggered' or f[1] == 'escalated'
-if open and tonumber(ARGV[6]) >= 0 then
-  redis.call('HSET', KEYS[1], 'due_at', ARGV[6])
-  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
-else
-  redis.call('HDEL', KEYS[1], 'due_at')
-  redis.call('ZREM', KEYS[4], ARGV[1])
-end
-return {'ok', now}
-"""
-)
-
-RELEASE = """
--- KEYS: claims, due, alert. ARGV: id, token. The timer is due again at once.
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-local due = redis.call('HGET', KEYS[3], 'due_at')
-if due and due ~= '' then
-  redis.call('ZADD', KEYS[2], due, ARGV[1])
-else
-  redis.call('ZREM', KEYS[2], ARGV[1])
-end
-return 1
-"""
-
-ACKNOWLEDGE = (
-    _NOW
-    + """
--- KEYS: alert, timeline, due, counts. ARGV: id, by, entry_body, timeline_max
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return {'missing'} end
-if st == 'acknowledged' or st == 'resolved' then
-  return {'unchanged', st, redis.call('HGET', KEYS[1], 'pub_ack') or '1'}
-end
-redis.call('HSET', KEYS[1], 'state', 'acknowledged', 'ack_by', ARGV[2], 'ack_at', now,
-  'updated', now, 'pub_ack', '0')
-redis.call('HDEL', KEYS[1], 'due_at')
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[4], st, -1)
-redis.call('HINCRBY', KEYS[4], 'acknowledged', 1)
-redis.call('RPUSH', KEYS[2], entry('acknowledged', ARGV[3]))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-return {'changed', st, '0'}
-"""
-)
-
-RESOLVE = (
-    _NOW
-    + """
--- KEYS: alert, timeline, due, counts, active, dedup (or alert), claims
--- ARGV: id, by, entry_body, timeline_max, retention_s
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return {'missing'} end
-if st == 'resolved' then
-  return {'unchanged', st, redis.call('HGET', KEYS[1], 'pub_res') or '1'}
-end
-redis.call('HSET', KEYS[1], 'state', 'resolved', 'res_by', ARGV[2], 'res_at', now,
-  'updated', now, 'pub_res', '0')
-redis.call('HDEL', KEYS[1], 'due_at')
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('HINCRBY', KEYS[4], st, -1)
-redis.call('RPUSH', KEYS[2], entry('resolved', ARGV[3]))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-if KEYS[6] ~= KEYS[1] and redis.call('GET', KEYS[6]) == ARGV[1] then
-  redis.call('DEL', KEYS[6])
-end
-redis.call('HDEL', KEYS[7], ARGV[1])
-return {'changed', st, '0'}
-"""
-)
+TRIGGER = load_lua(__package__, _NOW, "store_trigger.lua")
+CLAIM = load_lua(__package__, _NOW, "store_claim.lua")
+BEGIN_FIRE = load_lua(__package__, _NOW, "store_fence.lua", "store_begin_fire.lua")
+COMPLETE_FIRE = load_lua(__package__, _NOW, "store_complete_fire.lua")
+RELEASE = load_lua(__package__, "store_release.lua")
+ACKNOWLEDGE = load_lua(__package__, _NOW, "store_acknowledge.lua")
+RESOLVE = load_lua(__package__, _NOW, "store_resolve.lua")
 
 
 def _s(value: Any) -> str:

@@ -5,7 +5,7 @@ short-TTL read cache and the listener that invalidates it.
 Layout (``roomgate_common.keys``): ``acl_set(relation, subject)`` is the set of object ids of
 one subject, ``acl_subjects(relation)`` the set of subjects with at least one entry,
 ``ACL_VERSION`` the version counter. Every key shares the ``{acl}`` hash tag, so one Lua
-script changes them atomically (also on Redis Cluster).
+script (``acl_*.lua`` beside this module) changes them atomically (also on Redis Cluster).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from roomgate_common import keys
 from roomgate_common.errors import BusUnavailable
+from roomgate_common.lua import load_lua
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, translate_errors
 
 from roomgate_roomauthz.events import AclChange, AclChangedEvent, parse_acl_event
@@ -26,47 +27,11 @@ from roomgate_roomauthz.policy import AclFacts, Lookup, Relation
 
 log = logging.getLogger(__name__)
 
-# KEYS: [1] version, then per change a pair (object set, subjects set).
-# ARGV: [1] channel, then per change a quadruple (op, object id, subject id, change JSON).
-CHANGE_SCRIPT = """
-local n = (#KEYS - 1) / 2
-local effective = {}
-for i = 1, n do
-  local setkey, subjkey = KEYS[2 * i], KEYS[2 * i + 1]
-  local op, obj, subj, frag = ARGV[4 * i - 2], ARGV[4 * i - 1], ARGV[4 * i], ARGV[4 * i + 1]
-  if op == 'add' then
-    if redis.call('SADD', setkey, obj) == 1 then
-      redis.call('SADD', subjkey, subj)
-      effective[#effective + 1] = frag
-    end
-  elseif redis.call('SREM', setkey, obj) == 1 then
-    if redis.call('SCARD', setkey) == 0 then
-      redis.call('SREM', subjkey, subj)
-    end
-    effective[#effective + 1] = frag
-  end
-end
-if #effective == 0 then
-  return {tonumber(redis.call('GET', KEYS[1]) or '0'), 0}
-end
-local version = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1],
-  '{"version": ' .. version .. ', "changes": [' .. table.concat(effective, ', ') .. ']}')
-return {version, #effective}
-"""
+CHANGE_SCRIPT = load_lua(__package__, "acl_change.lua")
+"""Applies ACL changes and publishes the effective ones (acl_change.lua says KEYS, ARGV)."""
 
-# KEYS: [1] version, [2] subjects set of the relation. ARGV: [1] key prefix of the object sets.
-# Returns {version, subject, object, subject, object, ...} from one consistent snapshot.
-LIST_SCRIPT = """
-local out = {tonumber(redis.call('GET', KEYS[1]) or '0')}
-for _, subj in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  for _, obj in ipairs(redis.call('SMEMBERS', ARGV[1] .. subj)) do
-    out[#out + 1] = subj
-    out[#out + 1] = obj
-  end
-end
-return out
-"""
+LIST_SCRIPT = load_lua(__package__, "acl_list.lua")
+"""One relation's entries from one consistent snapshot (acl_list.lua)."""
 
 
 @dataclass(frozen=True, slots=True)
