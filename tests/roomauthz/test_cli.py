@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from roomgate_roomauthz.app import RoomAuthzServer
+from roomgate_roomauthz.server import RoomAuthzServer
 from roomgate_roomauthz.settings import RoomAuthzSettings
 from roomgate_tools import cli
 

@@ -18,7 +18,7 @@ from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
 from roomgate_common import keys
 from roomgate_common.errors import ConfigurationError
-from roomgate_roomauthz.app import SERVICE_NAMES, RoomAuthzServer
+from roomgate_roomauthz.server import SERVICE_NAMES, RoomAuthzServer
 from roomgate_roomauthz.settings import RoomAuthzSettings
 from roomgate_tools.procs import RedisProcess
 

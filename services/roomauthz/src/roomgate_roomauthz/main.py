@@ -14,7 +14,7 @@ from roomgate_common.metrics import MetricsServer
 from roomgate_common.runtime import run, serve_until_signal
 from roomgate_common.telemetry import make_tracer_provider
 
-from roomgate_roomauthz.app import RoomAuthzServer
+from roomgate_roomauthz.server import RoomAuthzServer
 from roomgate_roomauthz.settings import RoomAuthzSettings
 
 log = logging.getLogger("roomgate_roomauthz")

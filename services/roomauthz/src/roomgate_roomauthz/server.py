@@ -1,5 +1,6 @@
 """The roomauthz process minus ``main``: Redis client, ACL store and cache, invalidation
-listener and the gRPC server. Tests run it in-process on ``127.0.0.1:0``."""
+listener and the gRPC server with the servicers of ``service``. Tests run it in-process on
+``127.0.0.1:0``."""
 
 from __future__ import annotations
 
