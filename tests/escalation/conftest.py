@@ -19,7 +19,7 @@ from roomgate_auth.tokens import api_key_digest
 from roomgate_common import keys
 from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_escalation.policy import PolicyConfig
-from roomgate_escalation.service import EscalationReplica
+from roomgate_escalation.server import EscalationReplica
 from roomgate_escalation.settings import EscalationSettings
 
 from tests.gateway.conftest import ADMIN, AUDIENCE, ISSUER, SECRET

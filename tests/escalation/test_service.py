@@ -451,7 +451,7 @@ async def test_health_and_reflection(make_replica) -> None:
 async def test_redis_down_is_unavailable(own_redis, stub_for, escalation_auth) -> None:
     """With Redis gone every call is UNAVAILABLE (and the replica keeps running)."""
     from roomgate_escalation.policy import PolicyConfig
-    from roomgate_escalation.service import EscalationReplica
+    from roomgate_escalation.server import EscalationReplica
     from roomgate_escalation.settings import EscalationSettings
 
     settings = EscalationSettings.from_env(

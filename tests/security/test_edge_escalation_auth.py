@@ -18,7 +18,7 @@ from roomgate_auth.settings import AuthSettings
 from roomgate_common.errors import ConfigurationError
 from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_escalation.policy import PolicyConfig
-from roomgate_escalation.service import EscalationReplica
+from roomgate_escalation.server import EscalationReplica
 from roomgate_escalation.settings import EscalationSettings
 
 from tests.escalation.conftest import GATEWAY_KEY, caller_token

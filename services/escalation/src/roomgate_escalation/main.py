@@ -11,7 +11,7 @@ from roomgate_common.metrics import MetricsServer
 from roomgate_common.runtime import run, serve_until_signal
 from roomgate_common.telemetry import make_tracer_provider
 
-from roomgate_escalation.service import EscalationReplica
+from roomgate_escalation.server import EscalationReplica
 from roomgate_escalation.settings import EscalationSettings
 
 log = logging.getLogger("roomgate_escalation")
