@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from jwt.algorithms import RSAAlgorithm
 from roomgate.auth.v1 import auth_pb2
 from roomgate_auth.errors import Reason
-from roomgate_auth.server import SERVICE_NAME
+from roomgate_auth.service import SERVICE_NAME
 from roomgate_common import keys as rkeys
 from roomgate_tools.procs import RedisProcess
 

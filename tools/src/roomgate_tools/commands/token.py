@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 def _via_auth(target: str, principal: Principal, ttl: int) -> int:
     import grpc
     from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
-    from roomgate_auth.server import principal_to_proto
+    from roomgate_auth.service import principal_to_proto
 
     admin = dev_secrets()["ROOMGATE_ADMIN_SECRET"]
     with grpc.insecure_channel(target) as channel:
