@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 from roomgate_common.envelope import encode, make_envelope
@@ -268,8 +268,8 @@ class Connection:
             self._staged = item
             self.gw.coalescer.staged(self)
         elif staged.__class__ is list:
-            staged.append(item)  # type: ignore[union-attr]
-            if len(staged) >= self.gw.limits.outbound_queue_size:  # type: ignore[arg-type]
+            staged.append(item)
+            if len(staged) >= self.gw.limits.outbound_queue_size:
                 # Bounded like the queue: written now, and once the socket pushes back
                 # the rest of the turn waits in the queue (its drop policy applies).
                 self.flush_staged()
@@ -301,7 +301,7 @@ class Connection:
                 return
             items = [item]
         else:
-            items = staged  # type: ignore[assignment]
+            items = staged
         if self._busy:
             for item in items:
                 self._enqueue(item)
@@ -391,7 +391,11 @@ class Connection:
         this turn staged goes first (the frame must not overtake it)."""
         if self._staged is not None:
             self.flush_staged()
-        coro = self._send({"type": "websocket.send", "text": frame})
+        # An ASGI send is a coroutine function: stepped by hand, finished in a task if the
+        # socket pushes back
+        coro = cast(
+            Coroutine[Any, Any, None], self._send({"type": "websocket.send", "text": frame})
+        )
         try:
             suspended_on = coro.send(None)
         except StopIteration:
@@ -465,7 +469,7 @@ class Connection:
             raw = raw[:-1] + b"," + _json.encode(extra)[1:]
         self.gw.metrics.messages_out.labels(type_).inc()
         self.gw.metrics.bytes_out.inc(len(raw))
-        self.deliver(Outgoing(raw.decode(), "high"))  # type: ignore[arg-type]
+        self.deliver(Outgoing(raw.decode(), "high"))
 
     def error(
         self,

@@ -193,7 +193,7 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def writable_now(self) -> bool:
         """May a frame be written straight away (open, not closing, transport not full)?"""
-        return self.writable._set and self.can_write()  # type: ignore[attr-defined, no-any-return]
+        return self.writable._set and self.can_write()  # type: ignore[attr-defined]
 
     def can_write(self) -> bool:
         """Is the connection still open for frames (full transport or not)?"""
