@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from typing import Protocol
 
@@ -127,6 +128,8 @@ class Fleet:
         self.subscribe_retries = 0
         self._closing = False
         self._heartbeat: asyncio.Task[None] | None = None
+        # Subscribe each client as soon as it is welcomed (a reconnecting client does)
+        self.subscribe_on_welcome = False
 
     # -- hot path helpers ------------------------------------------------------------------
 
@@ -143,6 +146,10 @@ class Fleet:
         elif kind is Kind.WELCOME:
             if not client.welcomed.done():
                 client.welcomed.set_result(None)
+                if self.subscribe_on_welcome:
+                    frame = self.wire.subscribe_frame()
+                    if frame is not None:
+                        client.send(frame)
         elif kind is Kind.SUBSCRIBED:
             if not client.subscribed.done():
                 client.subscribed.set_result(None)
@@ -176,12 +183,26 @@ class Fleet:
 
     # -- phases ----------------------------------------------------------------------------
 
-    async def connect(self, count: int, *, concurrency: int = 100, within: float = 60.0) -> float:
-        """Connect ``count`` clients, each up to its welcome; returns the seconds it took."""
+    async def connect(
+        self,
+        count: int,
+        *,
+        concurrency: int = 100,
+        within: float = 60.0,
+        spread: float = 0.0,
+        seed: int = 0,
+    ) -> float:
+        """Connect ``count`` clients, each up to its welcome; returns the seconds it took.
+        ``spread``: each client first waits a random delay in [0, spread) seconds (a
+        reconnect jitter), drawn from a generator seeded with ``seed``."""
         gate = asyncio.Semaphore(concurrency)
         base = f"ws://{self.host}:{self.port}"
+        delays = random.Random(seed)
+        waits = [delays.random() * spread for _ in range(count)] if spread > 0 else []
 
         async def one(index: int) -> _Client:
+            if waits:
+                await asyncio.sleep(waits[index])
             for attempt in range(1, _CONNECT_TRIES + 1):
                 async with gate:
                     transport: WSTransport | None = None

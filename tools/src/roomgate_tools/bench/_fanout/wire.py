@@ -123,6 +123,32 @@ class RoomgateWire:
         return Decoded(Kind.OTHER, detail=str(type_))
 
 
+class RoomgateSinceWire(RoomgateWire):
+    """A reconnecting gateway client: subscribes with the position it had reached
+    (``since``), so the gateway replays what it missed (docs/protocol.md, "Recovery")."""
+
+    name = "roomgate-since"
+
+    def __init__(self, tokens: list[str], offset: int, epoch: str) -> None:
+        super().__init__(tokens)
+        self._frame = msgspec.json.encode(
+            {
+                "type": "subscribe",
+                "data": {"room": self.room, "since": {"offset": offset, "epoch": epoch}},
+            }
+        )
+        self.not_recovered = 0  # `subscribed` answers with recovered: false
+
+    def subscribe_frame(self) -> bytes | None:
+        return self._frame
+
+    def decode(self, payload: bytes) -> Decoded:
+        decoded = super().decode(payload)
+        if decoded.kind is Kind.SUBSCRIBED and b'"recovered":true' not in payload:
+            self.not_recovered += 1
+        return decoded
+
+
 class PlainWire:
     name = "plain"
     welcome_on_connect = True
