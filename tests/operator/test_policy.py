@@ -10,11 +10,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from roomgate_gateway.limits import POLICY_FIELDS
+from roomgate_operator.errors import InvalidPolicy
 from roomgate_operator.policy import (
     LIMIT_RANGES,
     SCALING_RANGES,
     GatewayReport,
-    InvalidPolicy,
     PolicyRef,
     ScalingSpec,
     applied_generation,

@@ -10,6 +10,7 @@ import pytest
 from roomgate_common.errors import ConfigurationError
 from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_roomauthz.acl import AclCache
+from roomgate_roomauthz.errors import PolicyError
 from roomgate_roomauthz.events import AclChange, AclChangedEvent, may_affect, parse_acl_event
 from roomgate_roomauthz.policy import (
     DEFAULT_POLICY,
@@ -17,7 +18,6 @@ from roomgate_roomauthz.policy import (
     AclFacts,
     Action,
     Policy,
-    PolicyError,
     Reason,
     Relation,
     principal_from_parts,

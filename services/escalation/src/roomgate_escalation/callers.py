@@ -22,6 +22,8 @@ from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate_common.credentials import CredentialCache
 from roomgate_common.grpcserver import bearer_token
 
+from roomgate_escalation.errors import EscalationError
+
 SERVICE_PREFIX = "/roomgate.escalation.v1.EscalationService/"
 MAX_TOKEN_BYTES = 8192
 _CACHE_ENTRIES = 1024
@@ -47,7 +49,9 @@ def current_caller() -> Caller | None:
     return _caller.get()
 
 
-class _Refused(Exception):
+class _Refused(EscalationError):
+    """A caller's token is refused: the call is aborted with ``code`` (never escapes)."""
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message

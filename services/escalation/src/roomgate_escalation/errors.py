@@ -1,11 +1,13 @@
-"""Exceptions of the escalation service.
+"""Exceptions of the escalation service: one base, ``EscalationError``.
 
     RoomgateError (roomgate_common.errors)
     └── EscalationError
         ├── InvalidAlert        bad input; ``reason`` is machine-readable (INVALID_ARGUMENT)
         ├── AlertNotFound       no alert with this id (NOT_FOUND)
         ├── AlertClosed         the alert id names a resolved alert (ALREADY_EXISTS)
-        └── TooManyAlerts       the active alert cap is reached (RESOURCE_EXHAUSTED)
+        ├── TooManyAlerts       the active alert cap is reached (RESOURCE_EXHAUSTED)
+        └── callers._Refused    a caller's service token is refused (aborts the call with
+                                its own code; private to the interceptor)
 
 ``BusUnavailable`` (roomgate_common.errors) means Redis is down (UNAVAILABLE).
 """

@@ -24,7 +24,7 @@ from roomgate_common.metrics import MetricsServer
 from roomgate_common.redis_adapter import connect
 
 from roomgate_operator.bus import PolicyBus
-from roomgate_operator.errors import KubeUnavailable, NotFound, OperatorError
+from roomgate_operator.errors import InvalidPolicy, KubeUnavailable, NotFound, OperatorError
 from roomgate_operator.kube import (
     GROUP,
     PLURAL,
@@ -34,7 +34,6 @@ from roomgate_operator.kube import (
     load_configuration,
 )
 from roomgate_operator.metrics import OperatorMetrics
-from roomgate_operator.policy import InvalidPolicy
 from roomgate_operator.reconcile import Meta, PolicyState, Reconciler
 from roomgate_operator.settings import OperatorSettings
 

@@ -7,10 +7,7 @@ what the CRD's schema cannot (or, on a cluster that lost the CEL rules, did not)
 (``lastTransitionTime`` moves only when the status changes); ``applied_generation`` is the
 minimum generation the live gateways report.
 
-Exceptions::
-
-    PolicyError
-    └── InvalidPolicy        a semantic error: the operator reports Degraded, never retries
+Raises ``InvalidPolicy`` (``roomgate_operator.errors``).
 """
 
 from __future__ import annotations
@@ -18,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from roomgate_operator.errors import InvalidPolicy
 
 # The CRD's spec.limits names, with the range the gateway accepts (roomgate_gateway.limits
 # POLICY_FIELDS) intersected with the CRD's. Only integers: the CRD declares them so.
@@ -43,19 +42,6 @@ SCALING_RANGES: dict[str, tuple[str, int, int]] = {
     "maxPodsRemovedPerStep": ("max_pods_removed_per_step", 1, 1000),
     "drainTimeoutSeconds": ("drain_timeout", 0, 86_400),
 }
-
-
-class PolicyError(Exception):
-    """Base of the operator's policy errors."""
-
-
-class InvalidPolicy(PolicyError):
-    """The policy cannot be applied as written; ``reason`` is a CamelCase condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

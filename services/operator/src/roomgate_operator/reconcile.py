@@ -22,12 +22,11 @@ from kubernetes_asyncio.client import V1OwnerReference
 
 from roomgate_operator import scaling
 from roomgate_operator.bus import PolicyBus, encode_limits
-from roomgate_operator.errors import NotFound
+from roomgate_operator.errors import InvalidPolicy, NotFound
 from roomgate_operator.kube import DELETION_COST, KubeClient, Target
 from roomgate_operator.metrics import OperatorMetrics
 from roomgate_operator.policy import (
     GatewayReport,
-    InvalidPolicy,
     PolicySpec,
     applied_generation,
     owner,

@@ -36,12 +36,10 @@ from roomgate_common.identity import PrincipalKind as PrincipalKind
 from roomgate_common.identity import is_canonical_id
 from roomgate_common.rooms import Room, RoomKind, parse_room
 
+from roomgate_roomauthz.errors import PolicyError
+
 PUBLISH_PERMISSION = "publish"
 """The permission that lets a service principal (a backend) publish into any known room."""
-
-
-class PolicyError(ValueError):
-    """A policy document (file) is invalid; the message names the offending entry."""
 
 
 class Action(enum.Enum):

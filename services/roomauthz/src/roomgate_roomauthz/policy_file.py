@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml  # type: ignore[import-untyped]
 from roomgate_common.errors import ConfigurationError
 
-from roomgate_roomauthz.policy import DEFAULT_POLICY, Policy, PolicyError
+from roomgate_roomauthz.errors import PolicyError
+from roomgate_roomauthz.policy import DEFAULT_POLICY, Policy
 
 
 def load_policy(path: str) -> Policy:
