@@ -33,6 +33,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -75,7 +76,7 @@ class KubeAPI:
 
     def request(
         self, method: str, path: str, body: object | None = None, *, content_type: str = ""
-    ) -> tuple[int, dict[str, object]]:
+    ) -> tuple[int, dict[str, Any]]:
         """One API call with the admin token: (HTTP status, decoded JSON body)."""
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(  # noqa: S310 - https to our own loopback server
@@ -114,7 +115,7 @@ def install_crds(api: KubeAPI, paths: list[Path], timeout: float = 30.0) -> list
             status, body = api.request("POST", base, doc)
             if status == 409:
                 _, current = api.request("GET", f"{base}/{name}")
-                doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]  # type: ignore[index]
+                doc["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
                 status, body = api.request("PUT", f"{base}/{name}", doc)
             if status >= 300:
                 raise ProcessError(f"CRD {name} refused ({status}): {body.get('message')}")
@@ -123,7 +124,7 @@ def install_crds(api: KubeAPI, paths: list[Path], timeout: float = 30.0) -> list
     for name in names:
         while True:
             _, crd = api.request("GET", f"{base}/{name}")
-            conditions = crd.get("status", {}).get("conditions") or []  # type: ignore[union-attr]
+            conditions = crd.get("status", {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
                 break
             if time.monotonic() > deadline:

@@ -70,7 +70,7 @@ class AuthServer:
         self._grpc = GrpcServer(
             self.settings.listen,
             service_names=[SERVICE_NAME],
-            register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            register=lambda server: auth_pb2_grpc.add_AuthServiceServicer_to_server(
                 servicer, server
             ),
             registry=self.registry,

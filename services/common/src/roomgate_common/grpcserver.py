@@ -8,7 +8,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,8 +21,19 @@ from roomgate_common.telemetry import grpc_server_interceptor
 
 log = logging.getLogger(__name__)
 
+# grpc-stubs' generics, for annotations (grpc's classes are not subscriptable at run time).
+# AioBehaviour is a unary-unary handler of a grpc.aio server: a coroutine function of the
+# aio context (the stubs type RpcMethodHandler.unary_unary for the sync server only).
+if TYPE_CHECKING:
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+    Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    AioBehaviour = Callable[[Any, Context], Awaitable[Any]]
+else:
+    Interceptor = grpc.aio.ServerInterceptor
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+
+class MetricsInterceptor(Interceptor):
     """Counts every RPC by method and status code and times it."""
 
     def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
@@ -42,17 +53,17 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        inner = handler.unary_unary
+        inner = cast("AioBehaviour", handler.unary_unary)
         requests, latency = self.requests, self.latency
 
-        async def timed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def timed(request: Any, context: Context) -> Any:
             start = time.perf_counter()
             code = "OK"
             try:
@@ -90,14 +101,16 @@ class GrpcServer:
         registry: CollectorRegistry,
         metrics_prefix: str,
         tracer_provider: TracerProvider | None = None,
-        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        interceptors: Iterable[Interceptor] = (),
     ) -> None:
         self._listen = listen
         self._names = list(service_names)
-        self.health = health.aio.HealthServicer()
+        # grpc_health's stubs have only the sync servicer; health.aio.HealthServicer has the
+        # same methods as coroutines.
+        self.health: Any = health.aio.HealthServicer()  # type: ignore[attr-defined]
         # Outermost first: traces, metrics (which then count refusals), the service's own
         # (e.g. caller authentication).
-        chain: list[grpc.aio.ServerInterceptor] = [
+        chain: list[Interceptor] = [
             MetricsInterceptor(registry, metrics_prefix),
             *interceptors,
         ]
@@ -136,7 +149,7 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str:
+def bearer_token(context: Context) -> str:
     """The token of the ``authorization: Bearer ...`` call metadata ('' when absent)."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
@@ -144,7 +157,7 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
-def is_admin(context: grpc.aio.ServicerContext, admin_secret: str) -> bool:
+def is_admin(context: Context, admin_secret: str) -> bool:
     """True when the caller presented the admin credential (constant-time comparison)."""
     presented = bearer_token(context)
     return bool(admin_secret) and hmac.compare_digest(presented.encode(), admin_secret.encode())

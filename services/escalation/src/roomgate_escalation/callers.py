@@ -15,14 +15,17 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate_common.credentials import CredentialCache
-from roomgate_common.grpcserver import bearer_token
+from roomgate_common.grpcserver import Interceptor, bearer_token
 
 from roomgate_escalation.errors import EscalationError
+
+if TYPE_CHECKING:
+    from roomgate_common.grpcserver import AioBehaviour, Context, Handler
 
 SERVICE_PREFIX = "/roomgate.escalation.v1.EscalationService/"
 MAX_TOKEN_BYTES = 8192
@@ -57,7 +60,7 @@ class _Refused(EscalationError):
         self.code, self.message = code, message
 
 
-class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
+class CallerAuthInterceptor(Interceptor):
     """Verifies the service token of every EscalationService call with the auth service."""
 
     def __init__(
@@ -78,13 +81,13 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
         )
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)  # grpc-stubs make grace required; it is not
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if (
             handler is None
@@ -92,9 +95,9 @@ class CallerAuthInterceptor(grpc.aio.ServerInterceptor):
             or not handler_call_details.method.startswith(SERVICE_PREFIX)
         ):
             return handler
-        inner = handler.unary_unary
+        inner = cast("AioBehaviour", handler.unary_unary)
 
-        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def checked(request: Any, context: Context) -> Any:
             try:
                 caller = await self._verify(bearer_token(context))
             except _Refused as exc:

@@ -94,7 +94,7 @@ class EscalationReplica:
         self.grpc = GrpcServer(
             settings.escalation_listen,
             service_names=[SERVICE_NAME],
-            register=lambda server: pb_grpc.add_EscalationServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            register=lambda server: pb_grpc.add_EscalationServiceServicer_to_server(
                 servicer, server
             ),
             registry=self.registry,

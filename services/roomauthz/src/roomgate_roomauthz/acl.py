@@ -254,4 +254,4 @@ class AclInvalidationListener:
                 self.cache.invalidate(lookups_of(event))
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 from roomgate_common.errors import ConfigurationError
 
 from roomgate_roomauthz.errors import PolicyError

@@ -68,8 +68,8 @@ class RoomAuthzServer:
         self.port = 0
 
     def _register(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_RoomAuthzServiceServicer_to_server(self.authz, server)  # type: ignore[no-untyped-call]
-        pb_grpc.add_AclAdminServiceServicer_to_server(self.admin, server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_RoomAuthzServiceServicer_to_server(self.authz, server)
+        pb_grpc.add_AclAdminServiceServicer_to_server(self.admin, server)
 
     async def _set_ready(self, ready: bool) -> None:
         status = (

@@ -203,7 +203,7 @@ async def _main(args: argparse.Namespace) -> list[Figures]:
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     break
                 await asyncio.sleep(0.05)
-            stub = auth_pb2_grpc.AuthServiceStub(channel)  # type: ignore[no-untyped-call]
+            stub = auth_pb2_grpc.AuthServiceStub(channel)
             for algorithm in args.alg or ALGORITHMS:
                 tokens = keys.tokens(algorithm, args.tokens)
                 await measure(stub, tokens, clients=args.clients, duration=0.5, server_pid=pid)

@@ -146,7 +146,7 @@ async def measure(
     latencies: list[float] = []
     calls = 0
     decisions = 0
-    requests = []
+    requests: list[pb.AuthorizeRequest | pb.AuthorizeManyRequest] = []
     for _ in range(512):
         principal = workload.principal()
         if batch:

@@ -225,7 +225,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> int:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
         for channel in channels:
-            await channel.close()
+            await channel.close(grace=None)  # grpc-stubs make grace required; it is not
         for proc in procs:
             await asyncio.to_thread(proc.stop, 10.0)
         await auth.stop()

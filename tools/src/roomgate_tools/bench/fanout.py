@@ -56,7 +56,9 @@ from roomgate_tools.procs import RedisProcess
 
 ORDER = ("gateway", "gateway-base", "centrifugo", "starlette", "socketio")
 DEFAULT = ("gateway", "starlette", "socketio")  # centrifugo needs `make bench-tools` first
-ALL_TARGETS: dict[str, type[Target] | type[CentrifugoTarget]] = {
+AnyTarget = Target | CentrifugoTarget
+
+ALL_TARGETS: dict[str, type[AnyTarget]] = {
     **TARGETS,
     "centrifugo": CentrifugoTarget,
 }
@@ -369,7 +371,7 @@ def _sampler(name: str, pid: int, options: Options, workdir: Path) -> Sampler | 
 class _Live:
     """A started server with its clients connected and subscribed."""
 
-    def __init__(self, target: Target, options: Options) -> None:
+    def __init__(self, target: AnyTarget, options: Options) -> None:
         self.target = target
         self.result = TargetResult(target.name, target.description, options.clients)
         self.fleet: Fleet | None = None
@@ -497,7 +499,7 @@ async def _run_saturation(
 
 
 async def measure(
-    targets: list[Target], options: Options, redis_url: str, workdir: Path
+    targets: list[AnyTarget], options: Options, redis_url: str, workdir: Path
 ) -> dict[str, TargetResult]:
     """Measure each target: memory and connects one server at a time, then the rate phases
     and the saturation rounds taking turns across the servers (all kept running), so that a
@@ -538,7 +540,7 @@ async def measure(
 
 
 async def measure_target(
-    target: Target, options: Options, redis_url: str, workdir: Path
+    target: AnyTarget, options: Options, redis_url: str, workdir: Path
 ) -> TargetResult:
     """Start ``target``, measure it and stop it."""
     return (await measure([target], options, redis_url, workdir))[target.name]
@@ -774,7 +776,7 @@ async def measure_all(names: list[str], options: Options, workdir: Path) -> dict
         procstat.pin_tree(redis.proc.pid, SERVER_CPUS)
         os.sched_setaffinity(0, cpus - SERVER_CPUS)
     try:
-        targets: list[Target] = []
+        targets: list[AnyTarget] = []
         for name in names:
             target = ALL_TARGETS[name]()
             if isinstance(target, _BaselineTarget):

@@ -57,7 +57,7 @@ async def _subscribe(
         data["since"] = since
     await ws.send(json.dumps({"type": "subscribe", "data": data}))
     while True:
-        frame = json.loads(await ws.recv())
+        frame: dict[str, Any] = json.loads(await ws.recv())
         if frame["type"] == "subscribed" and frame.get("room") == room:
             return frame
         if frame["type"] == "error":
@@ -188,7 +188,10 @@ async def _main(args: argparse.Namespace) -> int:
         )
         replay = await _replay(url_for(args.clients), publisher, args.missed, args.replays)
 
-        rates_on, rates_off, fan_on, fan_off = [], [], [], []
+        rates_on: list[float] = []
+        rates_off: list[float] = []
+        fan_on: list[float] = []
+        fan_off: list[float] = []
         for round_ in range(args.rounds):  # alternate the order: no warm-up bias
             order = [(True, "task-1", "task-2"), (False, "task-3", "task-4")]
             for on, rate_room, fan_room in order if round_ % 2 == 0 else order[::-1]:
@@ -212,10 +215,10 @@ async def _main(args: argparse.Namespace) -> int:
         f"publish path (8 concurrent publishers): history on {statistics.median(rates_on):,.0f}/s, "
         f"off {statistics.median(rates_off):,.0f}/s -> history costs {pub_cost:.1%}"
     )
-    on, off = statistics.median(fan_on), statistics.median(fan_off)
+    fan_with, fan_without = statistics.median(fan_on), statistics.median(fan_off)
     print(
-        f"fan-out to {args.clients} clients: history on {on:,.0f} deliveries/s, "
-        f"off {off:,.0f} deliveries/s -> history costs {fan_cost:.1%}"
+        f"fan-out to {args.clients} clients: history on {fan_with:,.0f} deliveries/s, "
+        f"off {fan_without:,.0f} deliveries/s -> history costs {fan_cost:.1%}"
     )
     print()
     print("targets (issue 4):")

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from typing import Protocol
+from typing import Protocol, cast
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
@@ -52,7 +52,7 @@ def _fail(future: asyncio.Future[None], exc: Exception) -> None:
     future.exception()
 
 
-class _Client(WSListener):  # type: ignore[misc]
+class _Client(WSListener):
     def __init__(self, index: int, fleet: Fleet) -> None:
         super().__init__()
         self.index = index
@@ -207,12 +207,13 @@ class Fleet:
                 async with gate:
                     transport: WSTransport | None = None
                     try:
-                        transport, client = await ws_connect(
+                        transport, listener = await ws_connect(
                             lambda: _Client(index, self),
                             base + self.wire.path(self.first + index),
                             websocket_handshake_timeout=_WELCOME_WAIT,
                             use_aiofastnet=USE_AIOFASTNET,
                         )
+                        client = cast(_Client, listener)  # what the factory above made
                         await asyncio.wait_for(client.welcomed, _WELCOME_WAIT)
                         return client
                     except Exception as exc:
