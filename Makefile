@@ -58,37 +58,8 @@ fmt: ## format and autofix
 	$(BIN)/ruff check --fix .
 
 .PHONY: types
-types: ## mypy on the pure cores
-	$(BIN)/mypy --config-file pyproject.toml $(MYPY_TARGETS)
-
-# The pure cores (also fenced by .importlinter: no I/O library imports).
-MYPY_TARGETS := \
-	services/common/src/roomgate_common/envelope.py \
-	services/common/src/roomgate_common/identity.py \
-	services/common/src/roomgate_common/keys.py \
-	services/common/src/roomgate_common/revocation.py \
-	services/common/src/roomgate_common/history.py \
-	services/common/src/roomgate_common/mailbox.py \
-	services/common/src/roomgate_common/jsondepth.py \
-	services/common/src/roomgate_common/bearer.py \
-	services/common/src/roomgate_common/credentials.py \
-	services/auth/src/roomgate_auth/tokens.py \
-	services/auth/src/roomgate_auth/errors.py \
-	services/common/src/roomgate_common/rooms.py \
-	services/roomauthz/src/roomgate_roomauthz/policy.py \
-	services/roomauthz/src/roomgate_roomauthz/events.py \
-	services/gateway/src/roomgate_gateway/protocol.py \
-	services/gateway/src/roomgate_gateway/outbound.py \
-	services/gateway/src/roomgate_gateway/state.py \
-	services/gateway/src/roomgate_gateway/breaker.py \
-	services/gateway/src/roomgate_gateway/limits.py \
-	services/gateway/src/roomgate_gateway/codes.py \
-	services/gateway/src/roomgate_gateway/aclchanges.py \
-	services/gateway/src/roomgate_gateway/budget.py \
-	services/gateway/src/roomgate_gateway/presence.py \
-	services/escalation/src/roomgate_escalation/policy.py \
-	services/operator/src/roomgate_operator/policy.py \
-	services/operator/src/roomgate_operator/scaling.py
+types: ## mypy strict over services/*/src and tools/src (exceptions: pyproject.toml overrides)
+	$(BIN)/mypy --config-file pyproject.toml
 
 .PHONY: pytest
 pytest:
