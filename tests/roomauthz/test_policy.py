@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
+from roomgate_common.aclevents import AclChange, AclChangedEvent, may_affect, parse_acl_event
 from roomgate_common.errors import ConfigurationError
 from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_roomauthz.acl import AclCache
 from roomgate_roomauthz.errors import PolicyError
-from roomgate_roomauthz.events import AclChange, AclChangedEvent, may_affect, parse_acl_event
 from roomgate_roomauthz.policy import (
     DEFAULT_POLICY,
     PUBLISH_PERMISSION,

@@ -53,7 +53,7 @@ ACL_VERSION = f"{PREFIX}:acl:{{acl}}:version"
 ACL_CHANGED_CHANNEL = f"{PREFIX}:events:acl"
 """Pub/sub channel: one JSON message per effective ACL change, exactly
 ``{"version": N, "changes": [{"op": "add"|"remove", "relation": "agent_group"|"user_group"|
-"user_team", "subject_id": "7", "object_id": "3"}, ...]}`` (roomgate_roomauthz.events,
+"user_team", "subject_id": "7", "object_id": "3"}, ...]}`` (roomgate_common.aclevents,
 docs/authorization.md)."""
 
 # --- gateway bus ---------------------------------------------------------------------------

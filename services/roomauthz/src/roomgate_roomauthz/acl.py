@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from roomgate_common import keys
+from roomgate_common.aclevents import AclChange, AclChangedEvent, Relation, parse_acl_event
 from roomgate_common.errors import BusUnavailable
 from roomgate_common.lua import load_lua
 from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, translate_errors
 
-from roomgate_roomauthz.events import AclChange, AclChangedEvent, parse_acl_event
-from roomgate_roomauthz.policy import AclFacts, Lookup, Relation
+from roomgate_roomauthz.policy import AclFacts, Lookup
 
 log = logging.getLogger(__name__)
 

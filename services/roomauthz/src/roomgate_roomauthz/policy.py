@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from roomgate_common.aclevents import Relation as Relation
 from roomgate_common.identity import Principal as Principal
 from roomgate_common.identity import PrincipalKind as PrincipalKind
 from roomgate_common.identity import is_canonical_id
@@ -45,14 +46,6 @@ PUBLISH_PERMISSION = "publish"
 class Action(enum.Enum):
     SUBSCRIBE = "subscribe"
     PUBLISH = "publish"
-
-
-class Relation(enum.Enum):
-    """The ACL relations kept in Redis: subject id -> set of object ids."""
-
-    AGENT_GROUP = "agent_group"  # agent id -> group ids
-    USER_GROUP = "user_group"  # user id -> group ids
-    USER_TEAM = "user_team"  # user id -> team ids
 
 
 class Reason:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from roomgate.auth.v1 import auth_pb2
 from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
+from roomgate_common.aclevents import Relation
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.grpcserver import is_admin
 from roomgate_common.identity import Principal, PrincipalKind, is_canonical_id
@@ -22,7 +23,6 @@ from roomgate_roomauthz.policy import (
     Decision,
     Lookup,
     Policy,
-    Relation,
 )
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,7 @@
-"""The ACL invalidation event (pub/sub ``roomgate_common.keys.ACL_CHANGED_CHANNEL``). Pure.
+"""The ACL relations and their invalidation event (pub/sub
+``roomgate_common.keys.ACL_CHANGED_CHANNEL``). Pure: standard library only. Shared by
+roomauthz, which keeps the relations in Redis and publishes the event, and the gateway,
+which re-checks the subscriptions an event may affect.
 
 Every effective ACL change publishes exactly one message, JSON::
 
@@ -13,15 +16,22 @@ Consumers (the gateway, roomauthz's own ACL cache) call ``parse_acl_event`` and
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 
 from roomgate_common.identity import PrincipalKind
 from roomgate_common.rooms import RoomKind, parse_room
 
-from roomgate_roomauthz.policy import Relation
-
 OPS = ("add", "remove")
+
+
+class Relation(enum.Enum):
+    """The ACL relations kept in Redis: subject id -> set of object ids."""
+
+    AGENT_GROUP = "agent_group"  # agent id -> group ids
+    USER_GROUP = "user_group"  # user id -> group ids
+    USER_TEAM = "user_team"  # user id -> team ids
 
 
 @dataclass(frozen=True, slots=True)
