@@ -175,3 +175,37 @@ async def test_counts_of_a_dead_gateway_are_forgotten(stack: Stack) -> None:
     assert not await redis.hexists(keys.conn_count_ip("127.0.0.1"), "ghost")
     await redis.aclose()
     await stack.connect()
+
+
+async def handshakes_down_to(stack: Stack, count: int) -> None:
+    for _ in range(100):
+        if stack.gateway.handshakes.count == count:
+            return
+        await asyncio.sleep(0.02)
+    assert stack.gateway.handshakes.count == count
+
+
+@pytest.mark.gateway_settings(max_pending_connects=2)
+async def test_handshakes_beyond_the_bound_are_closed_1013_at_once(stack: Stack) -> None:
+    """MAX_PENDING_CONNECTS handshakes (accept -> welcome) run at once; the next connection
+    is closed 1013 `Gateway busy` right away, and a slot frees when a handshake ends (here:
+    a client that authenticates with its first `auth` message)."""
+    waiting = [await websockets.connect(stack.url) for _ in range(2)]  # no token yet
+    for _ in range(50):
+        if stack.gateway.handshakes.count == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert stack.gateway.handshakes.count == 2
+    busy = await websockets.connect(f"{stack.url}?token={stack.token('7')}")
+    assert await closed_with(busy) == 1013
+    assert busy.close_reason == "Gateway busy"
+    await send(waiting[0], {"type": "auth", "token": stack.token("8")})
+    assert (await recv(waiting[0]))["type"] == "welcome"
+    await handshakes_down_to(stack, 1)  # after its personal rooms and mailbox
+    ws = await stack.connect(stack.token("9"))  # the slot is free again
+    await send(ws, {"type": "ping"})
+    assert (await recv_until(ws, lambda m: m["type"] == "pong"))["type"] == "pong"
+    await waiting[1].close()
+    await handshakes_down_to(stack, 0)  # a client gone mid-handshake frees its slot
+    busy_total = stack.gateway.metrics.connects.labels("busy")._value.get()
+    assert busy_total == 1

@@ -22,7 +22,8 @@ class CloseCode(IntEnum):
 
 
 # Reason strings sent with each close code (short, no secrets, ≤ 123 bytes). A slow
-# consumer is closed TRY_AGAIN_LATER with the reason SLOW_CONSUMER_REASON, a revoked
+# consumer is closed TRY_AGAIN_LATER with the reason SLOW_CONSUMER_REASON (a gateway in
+# a connect storm: BUSY_REASON), a revoked
 # session UNAUTHORIZED with REVOKED_REASON.
 CLOSE_REASONS: dict[CloseCode, str] = {
     CloseCode.MESSAGE_TOO_BIG: "Message too big",
@@ -37,6 +38,9 @@ CLOSE_REASONS: dict[CloseCode, str] = {
 
 
 SLOW_CONSUMER_REASON = "Slow consumer"
+# A connection beyond MAX_PENDING_CONNECTS handshakes under way is closed TRY_AGAIN_LATER
+# with this reason, right after the accept (handshakes.py).
+BUSY_REASON = "Gateway busy"
 # A live session whose token was revoked (RevokeToken, RevokeAll) is closed UNAUTHORIZED
 # with this reason.
 REVOKED_REASON = "revoked"

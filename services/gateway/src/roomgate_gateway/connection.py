@@ -28,7 +28,13 @@ from roomgate_common.envelope import encode, make_envelope
 from roomgate_gateway import protocol as p
 from roomgate_gateway.budget import Verdict
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
-from roomgate_gateway.codes import CLOSE_REASONS, SLOW_CONSUMER_REASON, CloseCode, ErrorCode
+from roomgate_gateway.codes import (
+    BUSY_REASON,
+    CLOSE_REASONS,
+    SLOW_CONSUMER_REASON,
+    CloseCode,
+    ErrorCode,
+)
 from roomgate_gateway.framing import batch_frame, frame_of, text_frame, wire_of
 from roomgate_gateway.outbound import OutboundQueue, Outgoing, SlowConsumer
 from roomgate_gateway.recovery import RecoveryGate
@@ -528,6 +534,10 @@ class Connection:
             if gw.draining:
                 await self._reconnect_hint_and_close()
                 return
+            if not gw.handshakes.enter():  # a storm: come back later, with backoff
+                gw.metrics.connects.labels("busy").inc()
+                await self.close(CloseCode.TRY_AGAIN_LATER, BUSY_REASON)
+                return
             # In a task of its own: what the connect span and its children set in the
             # context variables would otherwise stay in this task's context (memory).
             authenticated = await asyncio.get_running_loop().create_task(self._connect(token))
@@ -549,8 +559,13 @@ class Connection:
                 self._timer = None
 
     async def _connect(self, token: str | None) -> bool:
-        with self.gw.tracer.start_as_current_span("connect", attributes={"net.peer.ip": self.ip}):
-            return await self._authenticate(token)
+        try:
+            with self.gw.tracer.start_as_current_span(
+                "connect", attributes={"net.peer.ip": self.ip}
+            ):
+                return await self._authenticate(token)
+        finally:
+            self.gw.handshakes.leave()
 
     async def _authenticate(self, token: str | None) -> bool:
         gw = self.gw

@@ -45,6 +45,7 @@ from roomgate_gateway.coalescing import WriteCoalescer
 from roomgate_gateway.codes import CloseCode, ErrorCode
 from roomgate_gateway.connection import Connection
 from roomgate_gateway.counts import RATE_REFUSED, ConnectionCounts
+from roomgate_gateway.handshakes import Handshakes
 from roomgate_gateway.limits import Limits, apply_policy
 from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics
@@ -90,6 +91,8 @@ class Gateway:
         # costs 216 bytes per connection)
         self.by_user: dict[tuple[int, str], list[Connection]] = {}
         self.draining = False
+        # Connections between accept and welcome (handshakes.py): bounded
+        self.handshakes = Handshakes(settings.max_pending_connects)
         self.coalescer = WriteCoalescer(self.metrics)
         # Service tokens of the publish APIs that auth verified (credentials.py)
         self.publish_credentials: CredentialCache[Principal] = CredentialCache(

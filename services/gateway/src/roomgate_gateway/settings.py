@@ -49,6 +49,9 @@ class GatewaySettings(ServiceSettings):
     max_rooms_per_gateway: int = Field(default=100_000, ge=1)
     # Connects of one principal per calendar minute, cluster-wide; beyond: 4029.
     max_connects_per_principal_per_minute: int = Field(default=60, ge=1)
+    # Handshakes (accept -> welcome) under way at once on this gateway; beyond: 1013 at
+    # once, so a reconnect storm cannot stall the event loop and its probes (handshakes.py).
+    max_pending_connects: int = Field(default=256, ge=1)
     # Agent presence (agent_connected/agent_disconnected) is announced at most once per
     # agent per this many seconds; the state at the window's end wins.
     agent_presence_window: float = Field(default=2.0, gt=0)

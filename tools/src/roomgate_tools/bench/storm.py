@@ -65,6 +65,7 @@ class StormRound:
     duplicates: int
     dropped: int  # connections the servers closed during the round
     cpu_s: dict[str, float]  # CPU seconds in the storm, per server process
+    error_kinds: dict[str, int]  # the most frequent errors and retries, by text
 
     @property
     def passed(self) -> bool:
@@ -154,7 +155,7 @@ async def _round(
     before = Fleet(RoomgateWire(tokens), ledger, "127.0.0.1", lb)
     before.subscribe_on_welcome = True
     print(f"connecting {n} clients (jitter {jitter_ms} ms next) ...", flush=True)
-    await before.connect(n, concurrency=args.concurrency, within=args.within)
+    await before.connect(n, concurrency=args.concurrency, within=args.within, tries=None)
     await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in before.clients)), args.within)
     ledger.open(0, 1)  # everyone has message 0: the position they reconnect from
     position = await _publish(publisher, 0)
@@ -172,7 +173,7 @@ async def _round(
     after.subscribe_on_welcome = True
     started = time.perf_counter()
     connect_s = await after.connect(
-        n, concurrency=args.concurrency, within=args.within, spread=jitter_ms / 1000
+        n, concurrency=args.concurrency, within=args.within, spread=jitter_ms / 1000, tries=None
     )
     await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in after.clients)), args.within)
     await _wait_delivered(ledger, n * missed, args.within)
@@ -196,6 +197,7 @@ async def _round(
         duplicates=result.duplicates,
         dropped=after.dropped,
         cpu_s=cpu,
+        error_kinds=dict(sorted(after.errors.items(), key=lambda kv: -kv[1])[:5]),
     )
 
 
@@ -206,6 +208,7 @@ def _line(r: StormRound) -> str:
         f"{r.seconds:.2f} s ({r.connects_per_s:,.0f} connects/s); not recovered "
         f"{r.not_recovered}, errors {r.errors}, retries {r.connect_retries}+"
         f"{r.subscribe_retries}, lost {r.lost}, duplicates {r.duplicates}; CPU s: {cpu}"
+        + "".join(f"\n      {n} x {text[:160]}" for text, n in r.error_kinds.items())
     )
 
 

@@ -191,10 +191,12 @@ class Fleet:
         within: float = 60.0,
         spread: float = 0.0,
         seed: int = 0,
+        tries: int | None = _CONNECT_TRIES,
     ) -> float:
         """Connect ``count`` clients, each up to its welcome; returns the seconds it took.
         ``spread``: each client first waits a random delay in [0, spread) seconds (a
-        reconnect jitter), drawn from a generator seeded with ``seed``."""
+        reconnect jitter), drawn from a generator seeded with ``seed``. ``tries``: attempts
+        per client (None: until ``within`` ends, as a reconnecting client keeps trying)."""
         gate = asyncio.Semaphore(concurrency)
         base = f"ws://{self.host}:{self.port}"
         delays = random.Random(seed)
@@ -203,7 +205,9 @@ class Fleet:
         async def one(index: int) -> _Client:
             if waits:
                 await asyncio.sleep(waits[index])
-            for attempt in range(1, _CONNECT_TRIES + 1):
+            attempt = 0
+            while tries is None or attempt < tries:
+                attempt += 1
                 async with gate:
                     transport: WSTransport | None = None
                     try:
@@ -219,11 +223,11 @@ class Fleet:
                     except Exception as exc:
                         if transport is not None:
                             transport.disconnect(graceful=False)
-                        if attempt == _CONNECT_TRIES:
+                        if attempt == tries:
                             raise FleetError(f"client {index} could not connect: {exc!r}") from exc
                         self._error(f"connect failed, retried: {exc!r}")
                         self.connect_retries += 1
-                await asyncio.sleep(_RETRY_DELAY * attempt)
+                await asyncio.sleep(_RETRY_DELAY * min(attempt, _CONNECT_TRIES))
             raise AssertionError("unreachable")
 
         started = time.perf_counter()
