@@ -323,6 +323,9 @@ backend gateways
     cookie {AFFINITY_COOKIE} insert indirect nocache httponly attr "Max-Age={AFFINITY_MAX_AGE}"
     option httpchk GET /readyz
     http-check expect status 200
+    # A gateway busy with a reconnect storm answers late, not never: 3 s per check, as
+    # the chart's readinessProbe (timeoutSeconds: 3), before a check counts as failed.
+    timeout check 3s
     default-server inter 1s fastinter 500ms downinter 1s rise 1 fall 2
 {servers}
 """
