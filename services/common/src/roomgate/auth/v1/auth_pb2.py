@@ -24,45 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broomgate/auth/v1/auth.proto\x12\x10roomgate.auth.v1\"\xdc\x01\n\tPrincipal\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\x11\n\tgroup_ids\x18\x06 \x03(\t\x12\x10\n\x08team_ids\x18\x07 \x03(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x10\n\x08token_id\x18\t \x01(\t\x12\x11\n\tissued_at\x18\n \x01(\x03\"$\n\x13\x41uthenticateRequest\x12\r\n\x05token\x18\x01 \x01(\t\"F\n\x14\x41uthenticateResponse\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"i\n\x11IssueTokenRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"S\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"9\n\x13RefreshTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"U\n\x14RefreshTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"M\n\x10RevokeAllRequest\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\"\x13\n\x11RevokeAllResponse\"E\n\x13\x43reateApiKeyRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"7\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"6\n\x13RevokeApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"\x16\n\x14RevokeApiKeyResponse*~\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_AGENT\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x03\x32\x94\x05\n\x0b\x41uthService\x12]\n\x0c\x41uthenticate\x12%.roomgate.auth.v1.AuthenticateRequest\x1a&.roomgate.auth.v1.AuthenticateResponse\x12W\n\nIssueToken\x12#.roomgate.auth.v1.IssueTokenRequest\x1a$.roomgate.auth.v1.IssueTokenResponse\x12]\n\x0cRefreshToken\x12%.roomgate.auth.v1.RefreshTokenRequest\x1a&.roomgate.auth.v1.RefreshTokenResponse\x12Z\n\x0bRevokeToken\x12$.roomgate.auth.v1.RevokeTokenRequest\x1a%.roomgate.auth.v1.RevokeTokenResponse\x12T\n\tRevokeAll\x12\".roomgate.auth.v1.RevokeAllRequest\x1a#.roomgate.auth.v1.RevokeAllResponse\x12]\n\x0c\x43reateApiKey\x12%.roomgate.auth.v1.CreateApiKeyRequest\x1a&.roomgate.auth.v1.CreateApiKeyResponse\x12]\n\x0cRevokeApiKey\x12%.roomgate.auth.v1.RevokeApiKeyRequest\x1a&.roomgate.auth.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1broomgate/auth/v1/auth.proto\x12\x10roomgate.auth.v1\"\xdc\x01\n\tPrincipal\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x13\n\x0bpermissions\x18\x05 \x03(\t\x12\x11\n\tgroup_ids\x18\x06 \x03(\t\x12\x10\n\x08team_ids\x18\x07 \x03(\t\x12\x12\n\nexpires_at\x18\x08 \x01(\x03\x12\x10\n\x08token_id\x18\t \x01(\t\x12\x11\n\tissued_at\x18\n \x01(\x03\"$\n\x13\x41uthenticateRequest\x12\r\n\x05token\x18\x01 \x01(\t\"F\n\x14\x41uthenticateResponse\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"*\n\x18\x41uthenticateBatchRequest\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"d\n\x12\x41uthenticateResult\x12\x30\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.PrincipalH\x00\x12\x12\n\x08rejected\x18\x02 \x01(\tH\x00\x42\x08\n\x06result\"R\n\x19\x41uthenticateBatchResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.roomgate.auth.v1.AuthenticateResult\"i\n\x11IssueTokenRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"S\n\x12IssueTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"9\n\x13RefreshTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"U\n\x14RefreshTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\tprincipal\x18\x02 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\x15\n\x13RevokeTokenResponse\"M\n\x10RevokeAllRequest\x12-\n\x04kind\x18\x01 \x01(\x0e\x32\x1f.roomgate.auth.v1.PrincipalKind\x12\n\n\x02id\x18\x02 \x01(\t\"\x13\n\x11RevokeAllResponse\"E\n\x13\x43reateApiKeyRequest\x12.\n\tprincipal\x18\x01 \x01(\x0b\x32\x1b.roomgate.auth.v1.Principal\"7\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"6\n\x13RevokeApiKeyRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"\x16\n\x14RevokeApiKeyResponse*~\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_AGENT\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x03\x32\x82\x06\n\x0b\x41uthService\x12]\n\x0c\x41uthenticate\x12%.roomgate.auth.v1.AuthenticateRequest\x1a&.roomgate.auth.v1.AuthenticateResponse\x12l\n\x11\x41uthenticateBatch\x12*.roomgate.auth.v1.AuthenticateBatchRequest\x1a+.roomgate.auth.v1.AuthenticateBatchResponse\x12W\n\nIssueToken\x12#.roomgate.auth.v1.IssueTokenRequest\x1a$.roomgate.auth.v1.IssueTokenResponse\x12]\n\x0cRefreshToken\x12%.roomgate.auth.v1.RefreshTokenRequest\x1a&.roomgate.auth.v1.RefreshTokenResponse\x12Z\n\x0bRevokeToken\x12$.roomgate.auth.v1.RevokeTokenRequest\x1a%.roomgate.auth.v1.RevokeTokenResponse\x12T\n\tRevokeAll\x12\".roomgate.auth.v1.RevokeAllRequest\x1a#.roomgate.auth.v1.RevokeAllResponse\x12]\n\x0c\x43reateApiKey\x12%.roomgate.auth.v1.CreateApiKeyRequest\x1a&.roomgate.auth.v1.CreateApiKeyResponse\x12]\n\x0cRevokeApiKey\x12%.roomgate.auth.v1.RevokeApiKeyRequest\x1a&.roomgate.auth.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'roomgate.auth.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRINCIPALKIND']._serialized_start=1088
-  _globals['_PRINCIPALKIND']._serialized_end=1214
+  _globals['_PRINCIPALKIND']._serialized_start=1318
+  _globals['_PRINCIPALKIND']._serialized_end=1444
   _globals['_PRINCIPAL']._serialized_start=50
   _globals['_PRINCIPAL']._serialized_end=270
   _globals['_AUTHENTICATEREQUEST']._serialized_start=272
   _globals['_AUTHENTICATEREQUEST']._serialized_end=308
   _globals['_AUTHENTICATERESPONSE']._serialized_start=310
   _globals['_AUTHENTICATERESPONSE']._serialized_end=380
-  _globals['_ISSUETOKENREQUEST']._serialized_start=382
-  _globals['_ISSUETOKENREQUEST']._serialized_end=487
-  _globals['_ISSUETOKENRESPONSE']._serialized_start=489
-  _globals['_ISSUETOKENRESPONSE']._serialized_end=572
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=574
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=631
-  _globals['_REFRESHTOKENRESPONSE']._serialized_start=633
-  _globals['_REFRESHTOKENRESPONSE']._serialized_end=718
-  _globals['_REVOKETOKENREQUEST']._serialized_start=720
-  _globals['_REVOKETOKENREQUEST']._serialized_end=755
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=757
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=778
-  _globals['_REVOKEALLREQUEST']._serialized_start=780
-  _globals['_REVOKEALLREQUEST']._serialized_end=857
-  _globals['_REVOKEALLRESPONSE']._serialized_start=859
-  _globals['_REVOKEALLRESPONSE']._serialized_end=878
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=880
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=949
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=951
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1006
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1008
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1062
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1064
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1086
-  _globals['_AUTHSERVICE']._serialized_start=1217
-  _globals['_AUTHSERVICE']._serialized_end=1877
+  _globals['_AUTHENTICATEBATCHREQUEST']._serialized_start=382
+  _globals['_AUTHENTICATEBATCHREQUEST']._serialized_end=424
+  _globals['_AUTHENTICATERESULT']._serialized_start=426
+  _globals['_AUTHENTICATERESULT']._serialized_end=526
+  _globals['_AUTHENTICATEBATCHRESPONSE']._serialized_start=528
+  _globals['_AUTHENTICATEBATCHRESPONSE']._serialized_end=610
+  _globals['_ISSUETOKENREQUEST']._serialized_start=612
+  _globals['_ISSUETOKENREQUEST']._serialized_end=717
+  _globals['_ISSUETOKENRESPONSE']._serialized_start=719
+  _globals['_ISSUETOKENRESPONSE']._serialized_end=802
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=804
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=861
+  _globals['_REFRESHTOKENRESPONSE']._serialized_start=863
+  _globals['_REFRESHTOKENRESPONSE']._serialized_end=948
+  _globals['_REVOKETOKENREQUEST']._serialized_start=950
+  _globals['_REVOKETOKENREQUEST']._serialized_end=985
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=987
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1008
+  _globals['_REVOKEALLREQUEST']._serialized_start=1010
+  _globals['_REVOKEALLREQUEST']._serialized_end=1087
+  _globals['_REVOKEALLRESPONSE']._serialized_start=1089
+  _globals['_REVOKEALLRESPONSE']._serialized_end=1108
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1110
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1179
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1181
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1236
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1238
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1292
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=1294
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1316
+  _globals['_AUTHSERVICE']._serialized_start=1447
+  _globals['_AUTHSERVICE']._serialized_end=2217
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,26 @@ class AuthenticateResponse(_message.Message):
     principal: Principal
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
 
+class AuthenticateBatchRequest(_message.Message):
+    __slots__ = ("tokens",)
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AuthenticateResult(_message.Message):
+    __slots__ = ("principal", "rejected")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    principal: Principal
+    rejected: str
+    def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ..., rejected: _Optional[str] = ...) -> None: ...
+
+class AuthenticateBatchResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AuthenticateResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[AuthenticateResult, _Mapping]]] = ...) -> None: ...
+
 class IssueTokenRequest(_message.Message):
     __slots__ = ("principal", "ttl_seconds", "api_key")
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]

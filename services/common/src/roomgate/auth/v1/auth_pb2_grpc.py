@@ -39,6 +39,11 @@ class AuthServiceStub:
                 request_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
                 response_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
                 _registered_method=True)
+        self.AuthenticateBatch = channel.unary_unary(
+                '/roomgate.auth.v1.AuthService/AuthenticateBatch',
+                request_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateBatchRequest.SerializeToString,
+                response_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateBatchResponse.FromString,
+                _registered_method=True)
         self.IssueToken = channel.unary_unary(
                 '/roomgate.auth.v1.AuthService/IssueToken',
                 request_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.IssueTokenRequest.SerializeToString,
@@ -75,6 +80,12 @@ class AuthServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Authenticate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthenticateBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,6 +134,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.Authenticate,
                     request_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.FromString,
                     response_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.SerializeToString,
+            ),
+            'AuthenticateBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateBatch,
+                    request_deserializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateBatchRequest.FromString,
+                    response_serializer=roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateBatchResponse.SerializeToString,
             ),
             'IssueToken': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueToken,
@@ -182,6 +198,33 @@ class AuthService:
             '/roomgate.auth.v1.AuthService/Authenticate',
             roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
             roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/roomgate.auth.v1.AuthService/AuthenticateBatch',
+            roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateBatchRequest.SerializeToString,
+            roomgate_dot_auth_dot_v1_dot_auth__pb2.AuthenticateBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
