@@ -30,6 +30,7 @@ def test_defaults_and_environment(env: pytest.MonkeyPatch) -> None:
     settings = AuthSettings.from_env()
     assert (settings.listen, settings.leeway, settings.default_ttl) == ("127.0.0.1:50051", 10, 3600)
     assert (settings.max_ttl, settings.max_token_bytes) == (7200, 8192)
+    assert settings.max_batch == 1000
     assert settings.jwt_hs256_secret.get_secret_value() == HS256_SECRET
     assert HS256_SECRET not in repr(settings)
     policy = settings.build_policy()
@@ -97,3 +98,13 @@ def test_a_public_key_file_that_is_no_key_is_refused(
     env.setenv("ROOMGATE_JWT_PUBLIC_KEYS", str(tmp_path))
     with pytest.raises(ConfigurationError, match="ROOMGATE_JWT_PUBLIC_KEYS"):
         AuthSettings.from_env().build_policy()
+
+
+def test_max_batch_from_the_environment(env: pytest.MonkeyPatch) -> None:
+    """ROOMGATE_MAX_BATCH sets the AuthenticateBatch limit; 0 is refused, naming it."""
+    env.setenv("ROOMGATE_JWT_HS256_SECRET", HS256_SECRET)
+    env.setenv("ROOMGATE_MAX_BATCH", "64")
+    assert AuthSettings.from_env().max_batch == 64
+    env.setenv("ROOMGATE_MAX_BATCH", "0")
+    with pytest.raises(ConfigurationError, match="ROOMGATE_MAX_BATCH"):
+        AuthSettings.from_env()

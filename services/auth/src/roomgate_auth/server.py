@@ -66,6 +66,7 @@ class AuthServer:
             self.settings.admin_secret.get_secret_value(),
             self.metrics,
             self.settings.service_principals(),
+            max_batch=self.settings.max_batch,
         )
         self._grpc = GrpcServer(
             self.settings.listen,

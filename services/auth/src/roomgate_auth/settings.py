@@ -65,6 +65,9 @@ class AuthSettings(ServiceSettings):
     max_ttl: int = Field(86400, gt=0)
     # Longer tokens are rejected as malformed before any parsing.
     max_token_bytes: int = Field(8192, ge=512, le=65536)
+    # Most tokens per AuthenticateBatch call; more is INVALID_ARGUMENT. (Keep the gateways'
+    # ROOMGATE_AUTH_BATCH_MAX at or below it.)
+    max_batch: int = Field(1000, ge=1, le=100_000)
     # Seconds between Redis pings; while Redis is unreachable the health status of
     # roomgate.auth.v1.AuthService is NOT_SERVING ("" stays SERVING: liveness). 0: no pings.
     redis_check_interval: float = Field(2.0, ge=0)

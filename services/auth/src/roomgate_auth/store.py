@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 
 from roomgate_common import keys
 from roomgate_common.identity import Principal, PrincipalKind
@@ -47,14 +48,26 @@ class AuthStore:
     async def is_revoked(self, principal: Principal) -> bool:
         """True when the token's jti is revoked or its principal was revoked after it was
         issued. One round trip."""
+        (revoked,) = await self.are_revoked([principal])
+        return revoked
+
+    async def are_revoked(self, principals: Sequence[Principal]) -> list[bool]:
+        """``is_revoked`` of each principal, in order, in one pipeline: one round trip for
+        the whole batch (none for an empty one)."""
+        if not principals:
+            return []
         async with translate_errors("revocation check"):
             pipe = self._redis.pipeline(transaction=False)
-            pipe.exists(keys.revoked_token(principal.token_id))
-            pipe.get(keys.revoked_before(principal.kind.value, principal.id))
-            by_jti, before = await pipe.execute()
-        if by_jti:
-            return True
-        return before is not None and principal.issued_at <= float(before)
+            for principal in principals:
+                pipe.exists(keys.revoked_token(principal.token_id))
+                pipe.get(keys.revoked_before(principal.kind.value, principal.id))
+            replies = await pipe.execute()
+        return [
+            _revoked(principal, by_jti, before)
+            for principal, by_jti, before in zip(
+                principals, replies[0::2], replies[1::2], strict=True
+            )
+        ]
 
     async def revoke_token(self, principal: Principal) -> None:
         """Mark the token revoked, then tell the gateways (they close its live sessions)."""
@@ -120,6 +133,14 @@ class AuthStore:
         """Delete the API key with this key_id; False when there was none."""
         async with translate_errors("api key deletion"):
             return bool(await self._redis.delete(keys.api_key(digest)))
+
+
+def _revoked(principal: Principal, by_jti: int, before: bytes | None) -> bool:
+    """The revocation verdict on one token from its two replies (EXISTS of the jti mark,
+    GET of the principal's revoke-all time)."""
+    if by_jti:
+        return True
+    return before is not None and principal.issued_at <= float(before)
 
 
 def _text(value: bytes | str) -> str:
