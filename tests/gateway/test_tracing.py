@@ -102,11 +102,11 @@ async def test_http_publish_continues_the_callers_trace(redis_url: str) -> None:
         assert parent_name(spans, http_span) == "caller"
         # Client and server spans of one call share the method name: tell them by kind.
         by_kind = {(s.name, s.kind): s for s in of_trace(exporter, CALLER_TRACE)}
-        auth_server = by_kind[("/roomgate.auth.v1.AuthService/Authenticate", SpanKind.SERVER)]
+        auth_server = by_kind[("/roomgate.auth.v1.AuthService/AuthenticateBatch", SpanKind.SERVER)]
         authz_server = by_kind[
             ("/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeBatch", SpanKind.SERVER)
         ]
-        auth_client = by_kind[("/roomgate.auth.v1.AuthService/Authenticate", SpanKind.CLIENT)]
+        auth_client = by_kind[("/roomgate.auth.v1.AuthService/AuthenticateBatch", SpanKind.CLIENT)]
         authz_client = by_kind[
             ("/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeBatch", SpanKind.CLIENT)
         ]
@@ -192,5 +192,5 @@ async def test_connect_and_subscribe_calls_join_their_spans(redis_url: str) -> N
         for call in client_calls:
             assert call.parent is not None, f"{call.name} started a trace of its own"
             parents[call.name] = by_id[call.parent.span_id].name
-        assert parents["/roomgate.auth.v1.AuthService/Authenticate"] == "auth"
+        assert parents["/roomgate.auth.v1.AuthService/AuthenticateBatch"] == "auth"
         assert parents["/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeBatch"] == "subscribe"

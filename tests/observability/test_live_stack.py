@@ -303,7 +303,7 @@ async def test_one_publish_is_one_trace_in_jaeger(stack: LocalStack) -> None:
             s for s in spans.values() if s["operationName"] == name and (k is None or kind(s) == k)
         ]
 
-    auth_method = "/roomgate.auth.v1.AuthService/Authenticate"
+    auth_method = "/roomgate.auth.v1.AuthService/AuthenticateBatch"
     authz_method = "/roomgate.roomauthz.v1.RoomAuthzService/AuthorizeBatch"
     (auth_span,) = named("auth")
     assert parent_of(auth_span) == root

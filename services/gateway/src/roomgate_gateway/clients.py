@@ -124,7 +124,16 @@ class AuthClient:
 
     A token longer than ``max_token_bytes`` (the auth service's own limit) is refused here,
     before any call: every path that authenticates (WebSocket, SSE, the publish API)
-    comes through ``authenticate``."""
+    comes through ``authenticate``.
+
+    Tokens asked for while ``calls_in_flight`` calls are on their way (or in the same
+    event-loop turn) go together in one ``AuthenticateBatch`` call of at most ``batch_max``
+    (keep it <= the auth service's ``ROOMGATE_MAX_BATCH``): a reconnect storm costs auth one
+    call and one Redis round trip per batch, not per connect, and a lone connect still goes
+    at once (a batch of one, launched in the next loop iteration, no timer). The breaker
+    counts one success or failure per call. A batch joins the trace of its first request.
+    An auth service without AuthenticateBatch (UNIMPLEMENTED: older, mid-upgrade) gets that
+    batch's tokens as unary Authenticate calls."""
 
     def __init__(
         self,
@@ -134,6 +143,8 @@ class AuthClient:
         breaker_failures: int,
         breaker_recovery: float,
         max_token_bytes: int = 8192,
+        batch_max: int = 100,
+        calls_in_flight: int = 4,
         clock: Callable[[], float] = time.monotonic,
         tracer: Tracer | None = None,
     ) -> None:
@@ -142,9 +153,16 @@ class AuthClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout = timeout
         self._max_token_bytes = max_token_bytes
+        self._batch_max = batch_max
+        self._calls_in_flight = calls_in_flight
         self.breaker = CircuitBreaker(
             failure_threshold=breaker_failures, recovery_timeout=breaker_recovery, clock=clock
         )
+        # (token, its caller's future, the caller's context: a batch's call runs in the
+        # context of its first request, so it joins that request's trace)
+        self._waiting: list[tuple[str, asyncio.Future[Principal], contextvars.Context]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._launching = False
 
     async def authenticate(self, token: str) -> Principal:
         # characters first (never more than bytes): a huge token is not encoded at all
@@ -155,6 +173,69 @@ class AuthClient:
             raise AuthRejected("malformed")
         if not self.breaker.allow():
             raise PeerUnavailable("auth circuit open")
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._waiting.append((token, future, contextvars.copy_context()))
+        self._launch_soon()
+        return await future
+
+    def _launch_soon(self) -> None:
+        if not self._launching and len(self._in_flight) < self._calls_in_flight:
+            self._launching = True
+            asyncio.get_running_loop().call_soon(self._launch)
+
+    def _launch(self) -> None:
+        self._launching = False
+        loop = asyncio.get_running_loop()
+        # A caller that gave up (connect deadline, closed socket) is still sent: its answer
+        # is dropped, and the breaker's half-open trial always gets its call.
+        while self._waiting and len(self._in_flight) < self._calls_in_flight:
+            batch = self._waiting[: self._batch_max]
+            del self._waiting[: self._batch_max]
+            call = loop.create_task(self._call(batch), context=batch[0][2])
+            self._in_flight.add(call)
+            call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: asyncio.Task[None]) -> None:
+        self._in_flight.discard(call)
+        if self._waiting:
+            self._launch_soon()
+
+    async def _call(
+        self, batch: list[tuple[str, asyncio.Future[Principal], contextvars.Context]]
+    ) -> None:
+        try:
+            reply = await self._stub.AuthenticateBatch(
+                auth_pb2.AuthenticateBatchRequest(tokens=[token for token, _, _ in batch]),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code in _UNREACHABLE_CODES:
+                self.breaker.failure()
+            elif code == grpc.StatusCode.UNIMPLEMENTED:
+                await asyncio.gather(*(self._unary(token, future) for token, future, _ in batch))
+                return
+            else:  # it answered (RESOURCE_EXHAUSTED, INVALID_ARGUMENT: batch_max too big, ...)
+                self.breaker.success()
+            self._fail(batch, f"auth: {code.name}")
+            return
+        except BaseException:  # cancelled (shutdown): nobody waits forever
+            self._fail(batch, "auth: call cancelled")
+            raise
+        self.breaker.success()
+        if len(reply.results) != len(batch):
+            self._fail(batch, "auth: answer does not match the batch")
+            return
+        for (_token, future, _), result in zip(batch, reply.results, strict=True):
+            if future.done():  # a caller that gave up cancelled its future
+                continue
+            if result.WhichOneof("result") == "principal":
+                future.set_result(Principal.from_proto(result.principal))
+            else:
+                future.set_exception(AuthRejected(result.rejected or "unauthenticated"))
+
+    async def _unary(self, token: str, future: asyncio.Future[Principal]) -> None:
+        """One token by the unary Authenticate (an auth service without AuthenticateBatch)."""
         try:
             reply = await self._stub.Authenticate(
                 auth_pb2.AuthenticateRequest(token=token), timeout=self._timeout
@@ -163,15 +244,33 @@ class AuthClient:
             code = exc.code()
             if code in _UNREACHABLE_CODES:
                 self.breaker.failure()
-                raise PeerUnavailable(f"auth: {code.name}") from None
-            self.breaker.success()  # it answered
-            if code == grpc.StatusCode.UNAUTHENTICATED:
-                raise AuthRejected(exc.details() or "unauthenticated") from None
-            if code in _NO_ANSWER_CODES:
-                raise PeerUnavailable(f"auth: {code.name}") from None
-            raise AuthRejected("malformed") from None
+                error: GatewayError = PeerUnavailable(f"auth: {code.name}")
+            else:
+                self.breaker.success()  # it answered
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    error = AuthRejected(exc.details() or "unauthenticated")
+                elif code in _NO_ANSWER_CODES:
+                    error = PeerUnavailable(f"auth: {code.name}")
+                else:
+                    error = AuthRejected("malformed")
+            if not future.done():
+                future.set_exception(error)
+            return
+        except BaseException:
+            if not future.done():
+                future.set_exception(PeerUnavailable("auth: call cancelled"))
+            raise
         self.breaker.success()
-        return Principal.from_proto(reply.principal)
+        if not future.done():
+            future.set_result(Principal.from_proto(reply.principal))
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[str, asyncio.Future[Principal], contextvars.Context]], why: str
+    ) -> None:
+        for _token, future, _ in batch:
+            if not future.done():
+                future.set_exception(PeerUnavailable(why))
 
     async def ready(self) -> bool:
         """The auth service answers its health check with SERVING."""

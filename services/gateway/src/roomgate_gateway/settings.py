@@ -80,6 +80,11 @@ class GatewaySettings(ServiceSettings):
     # calls at a time.
     authz_batch_max: int = Field(default=500, ge=1)
     authz_calls_in_flight: int = Field(default=4, ge=1)
+    # Tokens to verify asked for together go to auth in one AuthenticateBatch of at most
+    # auth_batch_max (<= auth's ROOMGATE_MAX_BATCH), at most auth_calls_in_flight calls at a
+    # time.
+    auth_batch_max: int = Field(default=100, ge=1)
+    auth_calls_in_flight: int = Field(default=4, ge=1)
     # Longer tokens are refused before any call to auth (keep it <= auth's MAX_TOKEN_BYTES).
     max_token_bytes: int = Field(default=8192, ge=512)
     auth_breaker_failures: int = Field(default=5, ge=1)
