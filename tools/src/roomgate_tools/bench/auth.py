@@ -1,14 +1,18 @@
-"""Auth: Authenticate calls per second and latency for HS256, RS256 and EdDSA tokens.
+"""Auth: tokens verified per second and latency for HS256, RS256 and EdDSA tokens, by unary
+Authenticate calls and by AuthenticateBatch calls of ``--batch`` tokens.
 
 Starts its own redis-server and the auth service as a subprocess (``roomgate-auth``, so the
 server's CPU is its own process and the figures are honest on a 2-core machine), trusting an
 HS256 secret, an RSA-2048 and an Ed25519 public key (generated for the run). Tokens are
 minted here with the service's own code (``roomgate_auth.tokens``), a pool of distinct users
 per algorithm. For each algorithm ``--clients`` concurrent callers (grpc.aio, this process)
-keep one Authenticate in flight each for ``--duration`` seconds after a short warm-up.
-Every call verifies the signature and checks revocation in Redis (one round trip).
+keep one Authenticate in flight each for ``--duration`` seconds after a short warm-up; then,
+for each ``--batch N``, one AuthenticateBatch of N tokens in flight each (what a gateway's
+AuthClient sends in a reconnect storm). Every token is verified and checked for revocation
+in Redis (one round trip per call: a pipeline for a batch).
 
-Prints calls/s, p50/p99 latency (client-observed, ms) and calls per server CPU-second.
+Prints calls/s, tokens/s, p50/p99 call latency (client-observed, ms) and tokens per server
+CPU-second, the unary and batched cases of one algorithm side by side (same run, same server).
 Everything started is stopped at the end, also on errors or Ctrl-C.
 """
 
@@ -23,8 +27,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -60,25 +66,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=ALGORITHMS,
         help="algorithm to measure (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--batch",
+        action="append",
+        type=int,
+        help="also measure AuthenticateBatch calls of N tokens (repeatable; default: 50; 0: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
 
 
 @dataclass
 class Figures:
     algorithm: str
+    # tokens per call: 0 for unary Authenticate, N for AuthenticateBatch of N
+    batch: int
     calls: int
+    tokens: int
     seconds: float
     p50_ms: float
     p99_ms: float
     server_cpu_s: float
 
     @property
+    def case(self) -> str:
+        return f"batch {self.batch}" if self.batch else "unary"
+
+    @property
     def calls_per_s(self) -> float:
         return self.calls / self.seconds
 
     @property
-    def calls_per_cpu_s(self) -> float:
-        return self.calls / self.server_cpu_s if self.server_cpu_s else 0.0
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+    @property
+    def tokens_per_cpu_s(self) -> float:
+        return self.tokens / self.server_cpu_s if self.server_cpu_s else 0.0
 
 
 def pem(private: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> bytes:
@@ -137,16 +160,38 @@ async def measure(
     stub: auth_pb2_grpc.AuthServiceStub,
     tokens: list[str],
     *,
+    batch: int,
     clients: int,
     duration: float,
     server_pid: int,
 ) -> tuple[int, float, list[float], float]:
-    """``clients`` callers, one Authenticate in flight each, for ``duration`` seconds."""
-    requests = [auth_pb2.AuthenticateRequest(token=t) for t in tokens]
-    latencies: list[float] = []
+    """``clients`` callers, one call in flight each, for ``duration`` seconds: Authenticate
+    (``batch`` 0) or AuthenticateBatch of ``batch`` tokens. Every token must be accepted."""
     calls = 0
+    latencies: list[float] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + duration
+
+    async def unary(request: auth_pb2.AuthenticateRequest) -> None:
+        await stub.Authenticate(request, timeout=5)
+
+    async def batched(request: auth_pb2.AuthenticateBatchRequest) -> None:
+        reply = await stub.AuthenticateBatch(request, timeout=5)
+        refused = [r.rejected for r in reply.results if r.WhichOneof("result") != "principal"]
+        if refused or len(reply.results) != batch:
+            raise RuntimeError(f"AuthenticateBatch refused benchmark tokens: {refused[:3]}")
+
+    make_call: Callable[[Any], Awaitable[None]]
+    if batch:
+        cycled = tokens * (batch // len(tokens) + 2)
+        make_call = batched
+        requests: list[Any] = [
+            auth_pb2.AuthenticateBatchRequest(tokens=cycled[i : i + batch])
+            for i in range(0, len(tokens), max(1, batch // 4))
+        ]
+    else:
+        make_call = unary
+        requests = [auth_pb2.AuthenticateRequest(token=t) for t in tokens]
 
     async def caller(offset: int) -> None:
         nonlocal calls
@@ -155,7 +200,7 @@ async def measure(
             request = requests[i % len(requests)]
             i += 1
             start = time.perf_counter()
-            await stub.Authenticate(request, timeout=5)
+            await make_call(request)
             latencies.append(time.perf_counter() - start)
             calls += 1
 
@@ -204,22 +249,27 @@ async def _main(args: argparse.Namespace) -> list[Figures]:
                     break
                 await asyncio.sleep(0.05)
             stub = auth_pb2_grpc.AuthServiceStub(channel)
+            batches = [0, *(b for b in (args.batch or [50]) if b > 0)]
             for algorithm in args.alg or ALGORITHMS:
                 tokens = keys.tokens(algorithm, args.tokens)
-                await measure(stub, tokens, clients=args.clients, duration=0.5, server_pid=pid)
-                calls, elapsed, latencies, cpu = await measure(
-                    stub, tokens, clients=args.clients, duration=args.duration, server_pid=pid
-                )
-                figures.append(
-                    Figures(
-                        algorithm=algorithm,
-                        calls=calls,
-                        seconds=elapsed,
-                        p50_ms=percentile(latencies, 0.50) * 1000,
-                        p99_ms=percentile(latencies, 0.99) * 1000,
-                        server_cpu_s=cpu,
+                for batch in batches:
+                    options = {"batch": batch, "clients": args.clients, "server_pid": pid}
+                    await measure(stub, tokens, duration=0.5, **options)
+                    calls, elapsed, latencies, cpu = await measure(
+                        stub, tokens, duration=args.duration, **options
                     )
-                )
+                    figures.append(
+                        Figures(
+                            algorithm=algorithm,
+                            batch=batch,
+                            calls=calls,
+                            tokens=calls * max(1, batch),
+                            seconds=elapsed,
+                            p50_ms=percentile(latencies, 0.50) * 1000,
+                            p99_ms=percentile(latencies, 0.99) * 1000,
+                            server_cpu_s=cpu,
+                        )
+                    )
         return figures
     finally:
         if server is not None:
@@ -238,20 +288,35 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     if args.json:
-        print(json.dumps([{**asdict(f), "calls_per_s": f.calls_per_s} for f in figures], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **asdict(f),
+                        "calls_per_s": f.calls_per_s,
+                        "tokens_per_s": f.tokens_per_s,
+                        "tokens_per_cpu_s": f.tokens_per_cpu_s,
+                    }
+                    for f in figures
+                ],
+                indent=2,
+            )
+        )
         return 0
     print(
-        f"auth Authenticate benchmark: server in its own process, {args.clients} clients"
-        f" (grpc.aio, this process), {args.duration:g} s per case, {os.cpu_count()} CPUs"
+        f"auth Authenticate/AuthenticateBatch benchmark: server in its own process,"
+        f" {args.clients} clients (grpc.aio, this process, one call in flight each),"
+        f" {args.duration:g} s per case, {os.cpu_count()} CPUs"
     )
     header = (
-        f"{'algorithm':<10} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'calls/server-CPU-s':>19}"
+        f"{'algorithm':<10} {'case':<10} {'calls/s':>9} {'tokens/s':>9} {'p50 ms':>8}"
+        f" {'p99 ms':>8} {'tokens/server-CPU-s':>20}"
     )
     print(header)
     print("-" * len(header))
     for f in figures:
         print(
-            f"{f.algorithm:<10} {f.calls_per_s:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f}"
-            f" {f.calls_per_cpu_s:>19.0f}"
+            f"{f.algorithm:<10} {f.case:<10} {f.calls_per_s:>9.0f} {f.tokens_per_s:>9.0f}"
+            f" {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.tokens_per_cpu_s:>20.0f}"
         )
     return 0
