@@ -1,5 +1,5 @@
 """Cluster-wide connection counts (per IP, per principal) and per-minute rates (connects and
-messages per principal) in Redis.
+messages per principal) in Redis, through the gateway's store (its ``store_*.lua``).
 
 Each count is a hash with one field per gateway (``keys.conn_count_*``); the gateway
 remembers the hashes it has a field in (``keys.gateway_count_keys``) so that the others can
@@ -18,73 +18,19 @@ import time
 from collections.abc import Callable
 
 from roomgate_common import keys
-from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, is_cluster
 
-# Count one connection in a cluster-wide hash (field per gateway) unless the total is at
-# the limit. One key per script: it works in a Redis Cluster (IP and user hashes live on
-# different shards).
-COUNT_SCRIPT = """
-local sum = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do sum = sum + tonumber(v) end
-if sum >= tonumber(ARGV[2]) then return 1 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-return 0
-"""
-
-# Returns 1 when this gateway's field is gone (its count reached zero).
-UNCOUNT_SCRIPT = """
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-
-# A connect, in one round trip (a single Redis server): one more connect of the principal in
-# this minute (KEYS[1]) unless beyond ARGV[2] (-1); each count hash (KEYS[2..n-1]) below
-# its limit (ARGV[3..]) or the index of the first at it (0-based); then counted in every
-# hash and the hashes remembered in the gateway's set (KEYS[n]): -2.
-ADMIT_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-if n > tonumber(ARGV[2]) then return -1 end
-local last = #KEYS - 1
-for i = 2, last do
-  local sum = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[i])) do sum = sum + tonumber(v) end
-  if sum >= tonumber(ARGV[i + 1]) then return i - 2 end
-end
-for i = 2, last do
-  redis.call('HINCRBY', KEYS[i], ARGV[1], 1)
-  redis.call('SADD', KEYS[#KEYS], KEYS[i])
-end
-return -2
-"""
+from roomgate_gateway.store import BUS_ERRORS, GatewayStore
 
 RATE_REFUSED = -1
 
-# One more event (a connect, a message) of a principal in this window; the count so far.
-RATE_SCRIPT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
 
 class ConnectionCounts:
-    """This gateway's share of the cluster-wide connection counts (raises redis errors:
-    callers translate them)."""
+    """This gateway's share of the cluster-wide connection counts (raises what the store
+    raises: ``BusUnavailable``, ``BusBusy``)."""
 
-    def __init__(self, redis: Redis, gateway_id: str) -> None:
-        self._redis = redis
-        self._gid = gateway_id
-        self._set = keys.gateway_count_keys(gateway_id)
-        self._count = redis.register_script(COUNT_SCRIPT)
-        self._uncount = redis.register_script(UNCOUNT_SCRIPT)
-        self._rate = redis.register_script(RATE_SCRIPT)
-        self._admit = redis.register_script(ADMIT_SCRIPT)
-        self._single = not is_cluster(redis)
+    def __init__(self, store: GatewayStore) -> None:
+        self._store = store
+        self._single = not store.cluster
         self.refs: dict[str, int] = {}
         # The wall clock that places a rate in its calendar minute (tests freeze it).
         self.clock: Callable[[], float] = time.time
@@ -103,15 +49,8 @@ class ConnectionCounts:
         for key, _ in limited:
             self._ref(key, 1)
         try:
-            outcome = int(
-                await self._admit(
-                    keys=[
-                        keys.rate_connect(principal, int(self.clock() // 60)),
-                        *(key for key, _ in limited),
-                        self._set,
-                    ],
-                    args=[self._gid, per_minute, *(limit for _, limit in limited)],
-                )
+            outcome = await self._store.admit(
+                keys.rate_connect(principal, int(self.clock() // 60)), per_minute, limited
             )
         except BaseException:
             for key, _ in limited:
@@ -136,7 +75,7 @@ class ConnectionCounts:
     async def _per_minute(self, key: Callable[[str, int], str], principal: str) -> int:
         window = int(self.clock() // 60)
         # Kept two windows: a late call of the previous minute still finds its counter.
-        return int(await self._rate(keys=[key(principal, window)], args=[120]))
+        return await self._store.per_window(key(principal, window), 120)
 
     async def count(self, limited: list[tuple[str, int]]) -> int | None:
         """Count one connection in each ``(key, limit)`` in order; the index of the first
@@ -145,10 +84,10 @@ class ConnectionCounts:
         for index, (key, limit) in enumerate(limited):
             self._ref(key, 1)
             try:
-                refused = await self._count(keys=[key], args=[self._gid, limit])
+                refused = not await self._store.count(key, limit)
             except BaseException:
                 self._ref(key, -1)
-                with contextlib.suppress(*CONNECTION_ERRORS):
+                with contextlib.suppress(*BUS_ERRORS):
                     await self.uncount(counted)
                 raise
             if refused:
@@ -157,16 +96,16 @@ class ConnectionCounts:
                 return index
             counted.append(key)
         # Remembered so that the others can forget these counts if this gateway dies.
-        await self._redis.sadd(self._set, *counted)
+        await self._store.remember_counts(counted)
         return None
 
     async def uncount(self, counted: list[str]) -> None:
         for key in counted:
             self._ref(key, -1)
         for key in counted:
-            gone = await self._uncount(keys=[key], args=[self._gid])
+            gone = await self._store.uncount(key)
             if gone and not self.refs.get(key):
-                await self._redis.srem(self._set, key)
+                await self._store.forget_count(key)
 
     def _ref(self, key: str, delta: int) -> None:
         n = self.refs.get(key, 0) + delta

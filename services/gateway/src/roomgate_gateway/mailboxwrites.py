@@ -4,11 +4,11 @@ Two kinds of write come from client traffic: filing a ``requiresAck`` message of
 room for each user it is delivered to (so it survives a reconnect), and removing a message
 from the user's mailbox when the user acks it. Neither costs a Redis call or a task of its
 own: both are queued here and written together, at the end of the event-loop turn, in one
-pipeline (files first, in order, then the removals grouped per user: three commands per
-user however many acks; on a Redis Cluster, whose pipelines refuse scripts, the filings
-are concurrent script calls beside the pipeline). While one pipeline is in flight the
-next turn's writes wait and go in the next, so at most one pipeline (one pooled
-connection) is busy at a time.
+pipeline (``store.MailboxStore``: files first, in order, then the removals grouped per
+user: three commands per user however many acks; on a Redis Cluster, whose pipelines
+refuse scripts, the filings are concurrent script calls beside the pipeline). While one
+pipeline is in flight the next turn's writes wait and go in the next, so at most one
+pipeline (one pooled connection) is busy at a time.
 
 Every write that does not reach Redis is counted in ``roomgate_gateway_drops_total``:
 ``mailbox_file_failed``, ``mailbox_unfile_failed``, ``mailbox_backlog`` (more than
@@ -20,11 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.exceptions import NoScriptError
-from roomgate_common import keys, mailbox
-from roomgate_common.redis_adapter import CONNECTION_ERRORS, Redis, is_cluster
+from roomgate_common.redis_adapter import Redis
 
 from roomgate_gateway.metrics import GatewayMetrics
+from roomgate_gateway.store import BUS_ERRORS, MailboxStore
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +39,10 @@ class MailboxWrites:
         batch_max: int,
         backlog_max: int,
     ) -> None:
-        self._redis = redis
         self._metrics = metrics
-        self._cap = cap
-        self._ttl_ms = ttl_seconds * 1000
+        self._store = MailboxStore(redis, cap=cap, ttl_ms=ttl_seconds * 1000)
         self._batch_max = batch_max
         self._backlog_max = backlog_max
-        self._file_script = redis.register_script(mailbox.FILE_SCRIPT)
-        self._cluster = is_cluster(redis)
-        self._loaded = False  # cluster only: the script is known to every primary
         # (user id, envelope id, payload, priority) to file; user id -> envelope ids to remove
         self._files: list[tuple[str, str, str, str]] = []
         self._removals: dict[str, list[str]] = {}
@@ -123,17 +117,9 @@ class MailboxWrites:
     async def _write(
         self, files: list[tuple[str, str, str, str]], removals: dict[str, list[str]]
     ) -> None:
-        file_results: list[object] = []
-        removal_results: list[object] = []
         try:
-            file_results, removal_results = await self._pipeline(files, removals)
-            missing = [f for f, r in zip(files, file_results, strict=True) if _no_script(r)]
-            if missing:  # a restarted or failed-over Redis forgot the script
-                await self._redis.script_load(mailbox.FILE_SCRIPT)
-                self._loaded = True
-                retried, _ = await self._pipeline(missing, {})
-                file_results = [r for r in file_results if not _no_script(r)] + retried
-        except CONNECTION_ERRORS as exc:  # Redis down, or no pooled connection in time
+            file_results, removal_results = await self._store.write(files, removals)
+        except BUS_ERRORS as exc:  # Redis down, or no pooled connection in time
             failed_files = len(files)
             failed_removals = sum(len(v) for v in removals.values())
             self._count(failed_files, failed_removals, exc)
@@ -150,59 +136,6 @@ class MailboxWrites:
         if failed_files or failed_removals:
             self._count(failed_files, failed_removals, None)
 
-    async def _pipeline(
-        self, files: list[tuple[str, str, str, str]], removals: dict[str, list[str]]
-    ) -> tuple[list[object], list[object]]:
-        pipe = self._redis.pipeline(transaction=False)
-        sha = self._file_script.sha
-        filed: list[object] = []
-        if self._cluster:
-            # redis-py's cluster pipelines refuse scripts: the filings go as concurrent
-            # EVALSHA calls (the client bounds them), the removals in the pipeline. The
-            # script is loaded on every primary first (once; again after a NOSCRIPT).
-            if not self._loaded:
-                await self._redis.script_load(mailbox.FILE_SCRIPT)
-                self._loaded = True
-            filed = list(
-                await asyncio.gather(
-                    *(
-                        self._redis.evalsha(
-                            sha,
-                            3,
-                            *keys.mailbox_keys(user),
-                            envelope_id,
-                            payload,
-                            priority,
-                            self._cap,
-                            self._ttl_ms,
-                            "",
-                        )
-                        for user, envelope_id, payload, priority in files
-                    ),
-                    return_exceptions=True,
-                )
-            )
-            files = []
-        for user, envelope_id, payload, priority in files:
-            pipe.evalsha(
-                sha,
-                3,
-                *keys.mailbox_keys(user),
-                envelope_id,
-                payload,
-                priority,
-                self._cap,
-                self._ttl_ms,
-                "",
-            )
-        for user, ids in removals.items():
-            box, msgs, low = keys.mailbox_keys(user)
-            pipe.zrem(box, *ids)
-            pipe.zrem(low, *ids)
-            pipe.hdel(msgs, *ids)
-        results = await pipe.execute(raise_on_error=False) if len(pipe) else []
-        return filed + list(results[: len(files)]), list(results[len(files) :])
-
     def _count(self, files: int, removals: int, exc: BaseException | None) -> None:
         if files:
             self._metrics.drops.labels("mailbox_file_failed").inc(files)
@@ -214,10 +147,6 @@ class MailboxWrites:
             removals,
             type(exc).__name__ if exc is not None else "errors in the reply",
         )
-
-
-def _no_script(result: object) -> bool:
-    return isinstance(result, NoScriptError)
 
 
 def _per_user(results: list[object]) -> list[list[object]]:

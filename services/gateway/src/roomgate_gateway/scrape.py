@@ -9,10 +9,9 @@ import asyncio
 import logging
 from typing import Any
 
-from roomgate_common.redis_adapter import CONNECTION_ERRORS
-
 from roomgate_gateway.breaker import BreakerState
 from roomgate_gateway.gateway import Gateway
+from roomgate_gateway.store import BUS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,8 @@ async def refresh(gateway: Gateway) -> None:
     m.max_rooms.set(gateway.settings.max_rooms_per_gateway)
     m.auth_breaker_open.set(0 if gateway.auth.breaker.state is BreakerState.CLOSED else 1)
     try:
-        info: Any = await asyncio.wait_for(gateway.redis.info("memory"), INFO_TIMEOUT)
-    except (TimeoutError, *CONNECTION_ERRORS):
+        info: Any = await asyncio.wait_for(gateway.store.memory_info(), INFO_TIMEOUT)
+    except (TimeoutError, *BUS_ERRORS):
         return
     except Exception:  # a scrape never fails for want of Redis
         log.debug("redis INFO memory failed", exc_info=True)
