@@ -31,6 +31,7 @@ from roomgate_common.redis_adapter import (
 )
 
 from roomgate_gateway.metrics import GatewayMetrics
+from roomgate_gateway.tasks import Tasks
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class ShardedChannels:
         self._channels: dict[bytes, str] = {}  # channel -> owning node name
         self._shards: dict[str, tuple[Redis, PubSub, asyncio.Task[None]]] = {}
         self._stopping = False
+        self._tasks = Tasks()  # the reshards after a shard's connection failed
         self.confirmations = Confirmations()
 
     async def start(self) -> None:
@@ -119,7 +121,7 @@ class ShardedChannels:
                 raise
             except (*CONNECTION_ERRORS, RuntimeError):
                 if not self._stopping:
-                    asyncio.get_running_loop().create_task(self._reshard(name))
+                    self._tasks.start(self._reshard(name), name=f"reshard-{name}")
                 return
             if message is None:
                 continue
@@ -146,6 +148,7 @@ class ShardedChannels:
 
     async def stop(self) -> None:
         self._stopping = True
+        await self._tasks.cancel_all(2.0)
         for client, pubsub, task in self._shards.values():
             task.cancel()
             with contextlib.suppress(*CONNECTION_ERRORS):
