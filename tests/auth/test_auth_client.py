@@ -5,6 +5,7 @@ the breaker counts calls, and an auth service without AuthenticateBatch is still
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -149,3 +150,23 @@ async def test_an_auth_service_without_batches_gets_unary_calls(redis_url: str, 
     finally:
         await server.stop(None)
         await redis.aclose()
+
+
+async def test_a_closed_client_fails_its_callers(auth: Running) -> None:
+    """A call that cannot even start (the channel is closed: shutdown) fails every caller
+    of its batch with PeerUnavailable; none waits forever, and no task is left with an
+    exception nobody retrieves."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        async with client_of(f"127.0.0.1:{auth.server.port}") as client:
+            await client.close()
+            tokens = [hs256(claims(sub=str(500 + i))) for i in range(3)]
+            got = await asyncio.gather(*(outcome(client, t) for t in tokens))
+            assert got == ["unavailable"] * 3
+            assert len(client._in_flight) == 0
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert unhandled == []

@@ -219,9 +219,12 @@ class AuthClient:
                 self.breaker.success()
             self._fail(batch, f"auth: {code.name}")
             return
-        except BaseException:  # cancelled (shutdown): nobody waits forever
+        except asyncio.CancelledError:  # shutdown: nobody waits forever
             self._fail(batch, "auth: call cancelled")
             raise
+        except Exception as exc:  # e.g. the channel closed: the callers get the failure
+            self._fail(batch, f"auth: {type(exc).__name__}")
+            return
         self.breaker.success()
         if len(reply.results) != len(batch):
             self._fail(batch, "auth: answer does not match the batch")
@@ -256,10 +259,14 @@ class AuthClient:
             if not future.done():
                 future.set_exception(error)
             return
-        except BaseException:
+        except asyncio.CancelledError:
             if not future.done():
                 future.set_exception(PeerUnavailable("auth: call cancelled"))
             raise
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(PeerUnavailable(f"auth: {type(exc).__name__}"))
+            return
         self.breaker.success()
         if not future.done():
             future.set_result(Principal.from_proto(reply.principal))
