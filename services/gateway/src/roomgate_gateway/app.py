@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import msgspec
 from opentelemetry.trace import Tracer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from roomgate_common.bearer import bearer_token
@@ -32,13 +31,9 @@ from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.publishing import (
     PublishError,
     authenticate_publisher,
-    authorize_room,
-    batch_decoder,
     check_depth,
-    check_type,
-    publish_decoder,
-    publish_event,
-    publish_events,
+    publish_batch_request,
+    publish_request,
 )
 from roomgate_gateway.servicetoken import ServiceToken
 from roomgate_gateway.settings import GatewaySettings
@@ -135,11 +130,13 @@ def create_app(
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def publish(request: Request) -> Response:
-        return await _publish_request(gateway, request, gateway.limits.max_message_bytes, _one)
+        return await _publish_request(
+            gateway, request, gateway.limits.max_message_bytes, publish_request
+        )
 
     async def publish_batch(request: Request) -> Response:
         return await _publish_request(
-            gateway, request, gateway.settings.publish_batch_max_bytes, _batch
+            gateway, request, gateway.settings.publish_batch_max_bytes, publish_batch_request
         )
 
     app = Starlette(
@@ -195,32 +192,3 @@ async def _publish_request(
             headers={"connection": "close"} if unread else None,
         )
     return JSONResponse(result, status_code=202)
-
-
-async def _one(gateway: Gateway, principal: Principal, raw: bytes) -> dict[str, Any]:
-    try:
-        body = publish_decoder.decode(raw)
-    except msgspec.MsgspecError as exc:
-        raise PublishError(400, "invalid_message", str(exc)[:200]) from None
-    check_type(body.type)
-    await authorize_room(gateway, principal, body.room, body.type)
-    return await publish_event(gateway, principal, body)
-
-
-async def _batch(gateway: Gateway, principal: Principal, raw: bytes) -> dict[str, Any]:
-    """Every event is checked and authorised before any is published: a refusal names the
-    first refused event (``events[i]``) and nothing is published."""
-    try:
-        events = batch_decoder.decode(raw).events
-    except msgspec.MsgspecError as exc:
-        raise PublishError(400, "invalid_message", str(exc)[:200]) from None
-    most = gateway.settings.publish_batch_max
-    if not 1 <= len(events) <= most:
-        raise PublishError(400, "batch_too_large", f"1 to {most} events per batch")
-    for index, body in enumerate(events):
-        try:
-            check_type(body.type)
-            await authorize_room(gateway, principal, body.room, body.type)
-        except PublishError as exc:
-            raise PublishError(exc.status, exc.code, f"events[{index}]: {exc.message}") from None
-    return {"results": await publish_events(gateway, principal, events)}

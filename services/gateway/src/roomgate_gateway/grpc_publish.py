@@ -1,5 +1,6 @@
-"""The gRPC ``roomgate.gateway.v1.PublishService``: the same publishing path as
-``POST /api/v1/publish`` (publishing.py), for backends that speak gRPC."""
+"""The gRPC ``roomgate.gateway.v1.PublishService``: the request translated into a
+``PublishBody``, then the same publish handler as ``POST /api/v1/publish``
+(``publishing.publish_one``), for backends that speak gRPC."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from roomgate_gateway.publishing import (
     PublishBody,
     PublishError,
     PublishMetadata,
-    authorize_publisher,
+    authenticate_publisher,
     check_depth,
     check_type,
-    publish_event,
+    publish_one,
 )
 
 SERVICE_NAME = "roomgate.gateway.v1.PublishService"
@@ -78,8 +79,8 @@ class PublishServicer(publish_pb2_grpc.PublishServiceServicer):
             except msgspec.MsgspecError as exc:
                 raise PublishError(400, "invalid_message", str(exc)[:200]) from None
             check_type(body.type)
-            principal = await authorize_publisher(gw, bearer_token(context), body.room, body.type)
-            result = await publish_event(gw, principal, body, sender=request.sender or None)
+            principal = await authenticate_publisher(gw, bearer_token(context))
+            result = await publish_one(gw, principal, body, sender=request.sender or None)
         except PublishError as exc:
             await _abort(context, exc.counted(gw))
         return publish_pb2.PublishResponse(id=result["id"])

@@ -58,13 +58,6 @@ class PublishError(Exception):
         return self
 
 
-async def authorize_publisher(gw: Gateway, token: str, room: str, type_: str) -> Principal:
-    """The service principal behind ``token``, allowed to publish ``type_`` into ``room``."""
-    principal = await authenticate_publisher(gw, token)
-    await authorize_room(gw, principal, room, type_)
-    return principal
-
-
 async def authenticate_publisher(gw: Gateway, token: str) -> Principal:
     """The service principal behind ``token``, with the publish permission (any room yet)."""
     if not token:
@@ -96,6 +89,46 @@ async def authorize_room(gw: Gateway, principal: Principal, room: str, type_: st
         raise PublishError(503, "unavailable", "roomauthz unavailable") from None
     if not decision.allowed:
         raise PublishError(403, "permission_denied", decision.reason)
+
+
+async def publish_one(
+    gw: Gateway, principal: Principal, body: PublishBody, sender: str | None = None
+) -> dict[str, Any]:
+    """The one publish handler behind both publish APIs (``POST /api/v1/publish`` and the
+    gRPC ``Publish``), once the body is decoded and its type checked: roomauthz allows
+    ``principal`` to publish it into its room, then it is published."""
+    await authorize_room(gw, principal, body.room, body.type)
+    return await publish_event(gw, principal, body, sender)
+
+
+async def publish_request(gw: Gateway, principal: Principal, raw: bytes) -> dict[str, Any]:
+    """``POST /api/v1/publish``: one event in a JSON body."""
+    try:
+        body = publish_decoder.decode(raw)
+    except msgspec.MsgspecError as exc:
+        raise PublishError(400, "invalid_message", str(exc)[:200]) from None
+    check_type(body.type)
+    return await publish_one(gw, principal, body)
+
+
+async def publish_batch_request(gw: Gateway, principal: Principal, raw: bytes) -> dict[str, Any]:
+    """``POST /api/v1/publish/batch``: every event is checked and authorised before any is
+    published; a refusal names the first refused event (``events[i]``) and nothing is
+    published."""
+    try:
+        events = batch_decoder.decode(raw).events
+    except msgspec.MsgspecError as exc:
+        raise PublishError(400, "invalid_message", str(exc)[:200]) from None
+    most = gw.settings.publish_batch_max
+    if not 1 <= len(events) <= most:
+        raise PublishError(400, "batch_too_large", f"1 to {most} events per batch")
+    for index, body in enumerate(events):
+        try:
+            check_type(body.type)
+            await authorize_room(gw, principal, body.room, body.type)
+        except PublishError as exc:
+            raise PublishError(exc.status, exc.code, f"events[{index}]: {exc.message}") from None
+    return {"results": await publish_events(gw, principal, events)}
 
 
 def build_envelope(principal: Principal, body: PublishBody, sender: str | None = None) -> Envelope:
