@@ -39,7 +39,8 @@ class Admission:
         metrics: GatewayMetrics,
         tracer: Tracer,
     ) -> None:
-        self._auth = auth
+        # The auth client (public: the gateway replaces it, e.g. a test pointing it elsewhere)
+        self.auth = auth
         self._counts = counts
         self._table = table
         self._agents = agent_presence
@@ -52,7 +53,7 @@ class Admission:
         start = time.perf_counter()
         with self._tracer.start_as_current_span("auth") as span:
             try:
-                return await self._auth.authenticate(token)
+                return await self.auth.authenticate(token)
             except AuthRejected as exc:
                 span.set_attribute("roomgate.auth.reason", exc.reason)
                 raise

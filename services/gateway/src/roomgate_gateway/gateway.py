@@ -129,7 +129,6 @@ class Gateway:
         self.store: GatewayStore
         self.redis: Redis
         self.publisher: Publisher
-        self.auth: AuthClient
         self.authz: RoomAuthzClient
         self.escalation: EscalationClient | None
         self.bus: RoomBus
@@ -139,6 +138,15 @@ class Gateway:
         self.drainer: Drain | None = None
 
     # ------------------------------------------------------------------ lifespan
+    @property
+    def auth(self) -> AuthClient:
+        """The auth client (admission's: one place, replaceable)."""
+        return self.admission.auth
+
+    @auth.setter
+    def auth(self, client: AuthClient) -> None:
+        self.admission.auth = client
+
     async def start(self) -> None:
         from roomgate_gateway.bus import RoomBus
 
@@ -172,7 +180,7 @@ class Gateway:
             backlog_max=s.mailbox_backlog_max,
         )
         self.counts = ConnectionCounts(self.store)
-        self.auth = AuthClient(
+        auth = AuthClient(
             s.auth_addr,
             timeout=s.auth_timeout,
             breaker_failures=s.auth_breaker_failures,
@@ -214,7 +222,7 @@ class Gateway:
             return self.limits
 
         self.admission = Admission(
-            self.auth,
+            auth,
             self.counts,
             self.table,
             self.agent_presence,
