@@ -92,7 +92,7 @@ class AuthMetrics:
         )
         self.latency = Histogram(
             f"{METRICS_PREFIX}_authenticate_seconds",
-            "Time to verify a token and check its revocation",
+            "Time to verify a token and check its revocation (a batched token: its batch's)",
             registry=registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
         )
@@ -199,8 +199,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             self._metrics.authentications.labels("unavailable", "").inc(len(tokens))
             await _unavailable(context, exc)
         finally:
-            self._metrics.batch_latency.observe(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            self._metrics.batch_latency.observe(elapsed)
             self._metrics.batch_tokens.observe(len(tokens))
+            for _ in tokens:  # each token of the batch waited that long (the dashboard's)
+                self._metrics.latency.observe(elapsed)
         results = []
         outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         for verdict in verdicts:
