@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -154,31 +155,56 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             raise AuthError(Reason.REVOKED)
         return principal
 
+    async def _verdicts(self, tokens: Sequence[str]) -> list[Principal | Reason]:
+        """Each token's principal or rejection reason, in order, counted by outcome in
+        ``authentications``: every token verified by the pure core, then one Redis pipeline
+        for the revocation checks of those that pass (none when none pass). Redis down or
+        busy: every token counted ``unavailable`` and ``BusUnavailable`` / ``BusBusy``
+        raised."""
+        verdicts: list[Principal | Reason] = []
+        for token in tokens:
+            try:
+                verdicts.append(self._policy.verify(token))
+            except AuthError as exc:
+                verdicts.append(exc.reason)
+        try:
+            revoked = iter(
+                await self._store.are_revoked([v for v in verdicts if isinstance(v, Principal)])
+            )
+        except (BusUnavailable, BusBusy):
+            self._metrics.authentications.labels("unavailable", "").inc(len(tokens))
+            raise
+        verdicts = [
+            Reason.REVOKED if isinstance(v, Principal) and next(revoked) else v for v in verdicts
+        ]
+        outcomes = collections.Counter(
+            ("ok", "") if isinstance(v, Principal) else ("rejected", v.value) for v in verdicts
+        )
+        for (outcome, reason), count in outcomes.items():
+            self._metrics.authentications.labels(outcome, reason).inc(count)
+        return verdicts
+
     async def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: Context
     ) -> auth_pb2.AuthenticateResponse:
+        """A batch of one (``_verdicts``), refused UNAUTHENTICATED with its reason."""
         start = time.perf_counter()
-        outcome, reason = "ok", ""
         try:
-            principal = await self._principal_of(request.token)
-        except AuthError as exc:
-            outcome, reason = "rejected", exc.reason.value
-            log.debug("token rejected", extra={"reason": reason})
-            await _reject(context, exc)
+            (verdict,) = await self._verdicts([request.token])
         except (BusUnavailable, BusBusy) as exc:
-            outcome = "unavailable"
             await _unavailable(context, exc)
         finally:
             self._metrics.latency.observe(time.perf_counter() - start)
-            self._metrics.authentications.labels(outcome, reason).inc()
-        return auth_pb2.AuthenticateResponse(principal=principal_to_proto(principal))
+        if isinstance(verdict, Reason):
+            log.debug("token rejected", extra={"reason": verdict.value})
+            await _reject(context, AuthError(verdict))
+        return auth_pb2.AuthenticateResponse(principal=principal_to_proto(verdict))
 
     async def AuthenticateBatch(
         self, request: auth_pb2.AuthenticateBatchRequest, context: Context
     ) -> auth_pb2.AuthenticateBatchResponse:
-        """Each token's verdict as ``Authenticate`` would give it: every token verified by
-        the pure core, then one Redis pipeline for the revocation checks of those that pass.
-        Redis down or busy fails the whole call, as it fails ``Authenticate``."""
+        """Each token's verdict as ``Authenticate`` would give it (``_verdicts``). Redis
+        down or busy fails the whole call, as it fails ``Authenticate``."""
         tokens = request.tokens
         if len(tokens) > self._max_batch:
             await context.abort(
@@ -186,17 +212,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 f"at most {self._max_batch} tokens per AuthenticateBatch, got {len(tokens)}",
             )
         start = time.perf_counter()
-        verdicts: list[Principal | Reason] = []
-        for token in tokens:
-            try:
-                verdicts.append(self._policy.verify(token))
-            except AuthError as exc:
-                verdicts.append(exc.reason)
-        verified = [v for v in verdicts if isinstance(v, Principal)]
         try:
-            revoked = iter(await self._store.are_revoked(verified))
+            verdicts = await self._verdicts(tokens)
         except (BusUnavailable, BusBusy) as exc:
-            self._metrics.authentications.labels("unavailable", "").inc(len(tokens))
             await _unavailable(context, exc)
         finally:
             elapsed = time.perf_counter() - start
@@ -204,20 +222,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             self._metrics.batch_tokens.observe(len(tokens))
             for _ in tokens:  # each token of the batch waited that long (the dashboard's)
                 self._metrics.latency.observe(elapsed)
-        results = []
-        outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
-        for verdict in verdicts:
-            if isinstance(verdict, Principal) and next(revoked):
-                verdict = Reason.REVOKED
-            if isinstance(verdict, Reason):
-                outcomes["rejected", verdict.value] += 1
-                results.append(auth_pb2.AuthenticateResult(rejected=verdict.value))
-            else:
-                outcomes["ok", ""] += 1
-                results.append(auth_pb2.AuthenticateResult(principal=principal_to_proto(verdict)))
-        for (outcome, reason), count in outcomes.items():
-            self._metrics.authentications.labels(outcome, reason).inc(count)
-        return auth_pb2.AuthenticateBatchResponse(results=results)
+        return auth_pb2.AuthenticateBatchResponse(
+            results=[
+                auth_pb2.AuthenticateResult(rejected=v.value)
+                if isinstance(v, Reason)
+                else auth_pb2.AuthenticateResult(principal=principal_to_proto(v))
+                for v in verdicts
+            ]
+        )
 
     async def IssueToken(
         self, request: auth_pb2.IssueTokenRequest, context: Context
