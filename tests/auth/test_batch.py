@@ -167,6 +167,39 @@ async def test_batch_counts_each_token_by_outcome(auth: Running) -> None:
     assert delta == {("ok", ""): 1, ("rejected", "malformed"): 2, ("rejected", "bad_signature"): 1}
 
 
+def histogram(registry: CollectorRegistry, name: str) -> tuple[float, float]:
+    """(count, sum) of the histogram ``name``."""
+    samples = {
+        s.name: s.value
+        for metric in registry.collect()
+        if metric.name == name
+        for s in metric.samples
+    }
+    return samples[f"{name}_count"], samples[f"{name}_sum"]
+
+
+async def test_each_batched_token_is_timed_with_its_batch(auth: Running) -> None:
+    """authenticate_seconds (the dashboard's auth latency) observes every token of a batch
+    with its batch's time; authenticate_batch_seconds and _tokens observe the call once."""
+    registry = auth.server.registry
+    names = (
+        "roomgate_auth_authenticate_seconds",
+        "roomgate_auth_authenticate_batch_seconds",
+        "roomgate_auth_authenticate_batch_tokens",
+    )
+    before = [histogram(registry, name) for name in names]
+    await batched(auth, [hs256(claims())] * 4 + ["garbage"])
+    (tokens, token_time), (calls, call_time), (batches, batch_tokens) = (
+        (count - count0, total - total0)
+        for (count, total), (count0, total0) in zip(
+            (histogram(registry, name) for name in names), before, strict=True
+        )
+    )
+    assert (tokens, calls, batches, batch_tokens) == (5, 1, 1, 5)
+    assert call_time > 0
+    assert token_time == pytest.approx(5 * call_time)
+
+
 @pytest.mark.timeout(30)
 async def test_redis_down_fails_the_batch_unless_no_token_needs_it(
     own_redis: RedisProcess, keys: Keys
