@@ -1,6 +1,6 @@
 """Which local subscriptions an ACL change can affect (pure).
 
-The decision is roomauthz's ``may_affect`` (``roomgate_roomauthz.events``), asked for every
+The decision is roomauthz's ``may_affect`` (``roomgate_common.aclevents``), asked for every
 subscription of every candidate principal; the gateway never re-implements it. Candidates
 are the only principals ``may_affect`` can answer True for: the change's subject (any
 relation), and for ``agent_group`` everyone in the room ``agent-{subject}``
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from roomgate_roomauthz.events import AclChange, may_affect
-from roomgate_roomauthz.policy import PrincipalKind, Relation
+from roomgate_common.aclevents import AclChange, Relation, may_affect
+from roomgate_common.identity import PrincipalKind
 
 KINDS = {kind.value: kind for kind in PrincipalKind}
 
