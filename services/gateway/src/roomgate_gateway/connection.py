@@ -222,6 +222,14 @@ class Connection:
                 )
             )
 
+    def joined(self, room: str) -> None:
+        """The room table made this connection a member of ``room`` (rooms.py)."""
+        self.rooms.add(room)
+
+    def left(self, room: str) -> None:
+        """The room table took this connection out of ``room``."""
+        self.rooms.discard(room)
+
     def hold(self, room: str) -> None:
         """Hold ``room``'s live messages while its history is read (``release`` ends it)."""
         if self._gate is None:

@@ -90,7 +90,7 @@ class RoomTable:
         if members is None:
             members = self.rooms[room] = set()
         members.add(conn)
-        conn.rooms.add(room)
+        conn.joined(room)
         self._metrics.subscriptions.inc()
         await self._bus.join(room)
 
@@ -99,7 +99,7 @@ class RoomTable:
         if members is None or conn not in members:
             return
         members.discard(conn)
-        conn.rooms.discard(room)
+        conn.left(room)
         if not members:
             del self.rooms[room]
             self._positions.forget(room)
