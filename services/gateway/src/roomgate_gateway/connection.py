@@ -548,7 +548,10 @@ class Connection:
                 return
             # In a task of its own: what the connect span and its children set in the
             # context variables would otherwise stay in this task's context (memory).
-            authenticated = await asyncio.get_running_loop().create_task(self._connect(token))
+            try:
+                authenticated = await asyncio.get_running_loop().create_task(self._connect(token))
+            finally:  # here, not in the task: a task cancelled before it ran has no finally
+                gw.handshakes.leave()
             token = None  # this frame lives as long as the connection; the token must not
             if not authenticated:
                 return
@@ -567,13 +570,8 @@ class Connection:
                 self._timer = None
 
     async def _connect(self, token: str | None) -> bool:
-        try:
-            with self.gw.tracer.start_as_current_span(
-                "connect", attributes={"net.peer.ip": self.ip}
-            ):
-                return await self._authenticate(token)
-        finally:
-            self.gw.handshakes.leave()
+        with self.gw.tracer.start_as_current_span("connect", attributes={"net.peer.ip": self.ip}):
+            return await self._authenticate(token)
 
     async def _authenticate(self, token: str | None) -> bool:
         gw = self.gw
