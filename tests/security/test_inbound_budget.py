@@ -165,3 +165,33 @@ async def test_acks_count_against_the_budget(stack: Stack) -> None:
     await draining
     assert flooder.close_code == 4030
     assert seen == ["rate_limited"]
+
+
+async def test_frames_before_the_token_count_against_the_budget(stack: Stack) -> None:
+    """An unauthenticated client's frames (no token yet) are charged too: within the burst
+    each is answered `not_authenticated`; beyond it they are dropped unanswered, and a
+    flood is closed 4030 — it is never answered frame for frame."""
+    import websockets
+
+    burst = stack.settings.inbound_burst
+    flooder = await websockets.connect(stack.url)  # no token: the auth phase
+    frame = json.dumps({"type": "subscribe", "data": {"room": "system"}})
+    answers: list[str] = []
+
+    async def drain() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in flooder:
+                answers.append(json.loads(raw)["data"].get("code", ""))
+
+    draining = asyncio.create_task(drain())
+    with contextlib.suppress(ConnectionClosed):
+        for n in range(int(burst * 4)):
+            await flooder.send(frame)
+            if n % 100 == 0:
+                await asyncio.sleep(0)
+    await asyncio.wait_for(flooder.wait_closed(), 10)
+    await draining
+    assert flooder.close_code == 4030
+    assert set(answers) == {"not_authenticated"}
+    assert len(answers) < 2 * burst  # the burst (and its refill), the rest dropped unanswered
+    assert stack.gateway.metrics.connects.labels("rate_limited")._value.get() == 1

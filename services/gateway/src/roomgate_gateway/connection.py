@@ -590,6 +590,16 @@ class Connection:
                 gw.metrics.connects.labels("gone").inc()
                 return False
             raw = message.get("text") or message.get("bytes") or b""
+            # Frames before the token count against the budget too (an unauthenticated
+            # flood must not be answered frame for frame): over it, dropped unanswered.
+            verdict = session.charge(gw.budget_policy, time.monotonic(), ping=False)
+            if verdict is not Verdict.ALLOW:
+                gw.metrics.drops.labels("inbound_over_budget").inc()
+                if verdict is Verdict.CLOSE:
+                    gw.metrics.connects.labels("rate_limited").inc()
+                    await self.close(CloseCode.RATE_LIMITED)
+                    return False
+                continue
             step = session.first_frame(raw, gw.limits.max_message_bytes)
             if isinstance(step, Token):
                 token = step.value
