@@ -92,6 +92,16 @@ async def test_batches_hold_at_most_batch_max(auth: Running) -> None:
     assert batch_sizes(auth) == (3, 7)
 
 
+async def test_tokens_beyond_max_waiting_fail_at_once(auth: Running) -> None:
+    """max_waiting=2: two tokens may wait for the next call; the third asked for in the
+    same turn is unavailable at once, without a call."""
+    async with client_of(f"127.0.0.1:{auth.server.port}", max_waiting=2) as client:
+        tokens = [hs256(claims(sub=str(250 + i))) for i in range(3)]
+        got = await asyncio.gather(*(outcome(client, t) for t in tokens))
+    assert got == ["ok:250", "ok:251", "unavailable"]
+    assert batch_sizes(auth) == (1, 2)
+
+
 async def test_the_breaker_counts_calls_not_tokens() -> None:
     """Ten tokens failing in one unreachable call are one breaker failure; the second
     failed call opens the circuit (breaker_failures=2), then tokens fail fast."""
@@ -140,13 +150,16 @@ async def test_an_auth_service_without_batches_gets_unary_calls(redis_url: str, 
             )
             assert got == ["ok:400", "rejected:malformed"]
             assert client.breaker.state is BreakerState.CLOSED
+            # from then on unary calls only: no batch is tried (and refused) again
+            assert client._unary_only
+            assert await outcome(client, hs256(claims(sub="401"))) == "ok:401"
         calls = {
             (s.labels["outcome"], s.labels["reason"]): s.value
             for metric in metrics.authentications.collect()
             for s in metric.samples
             if s.name.endswith("_total")
         }
-        assert calls == {("ok", ""): 1, ("rejected", "malformed"): 1}
+        assert calls == {("ok", ""): 2, ("rejected", "malformed"): 1}
     finally:
         await server.stop(None)
         await redis.aclose()

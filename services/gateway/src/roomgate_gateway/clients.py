@@ -132,8 +132,10 @@ class AuthClient:
     call and one Redis round trip per batch, not per connect, and a lone connect still goes
     at once (a batch of one, launched in the next loop iteration, no timer). The breaker
     counts one success or failure per call. A batch joins the trace of its first request.
-    An auth service without AuthenticateBatch (UNIMPLEMENTED: older, mid-upgrade) gets that
-    batch's tokens as unary Authenticate calls."""
+    At most ``max_waiting`` tokens wait for a call; a token beyond them fails at once as
+    unavailable (1013 for a connect, 503 for a publish). An auth
+    service without AuthenticateBatch (UNIMPLEMENTED: older, mid-upgrade) gets every token
+    from then on as a unary Authenticate call."""
 
     def __init__(
         self,
@@ -145,6 +147,7 @@ class AuthClient:
         max_token_bytes: int = 8192,
         batch_max: int = 100,
         calls_in_flight: int = 4,
+        max_waiting: int = 1000,
         clock: Callable[[], float] = time.monotonic,
         tracer: Tracer | None = None,
     ) -> None:
@@ -155,6 +158,7 @@ class AuthClient:
         self._max_token_bytes = max_token_bytes
         self._batch_max = batch_max
         self._calls_in_flight = calls_in_flight
+        self._max_waiting = max_waiting
         self.breaker = CircuitBreaker(
             failure_threshold=breaker_failures, recovery_timeout=breaker_recovery, clock=clock
         )
@@ -163,6 +167,7 @@ class AuthClient:
         self._waiting: list[tuple[str, asyncio.Future[Principal], contextvars.Context]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._launching = False
+        self._unary_only = False  # the auth service answered UNIMPLEMENTED to a batch
 
     async def authenticate(self, token: str) -> Principal:
         # characters first (never more than bytes): a huge token is not encoded at all
@@ -173,6 +178,8 @@ class AuthClient:
             raise AuthRejected("malformed")
         if not self.breaker.allow():
             raise PeerUnavailable("auth circuit open")
+        if len(self._waiting) >= self._max_waiting:
+            raise PeerUnavailable("auth: too many tokens waiting")
         future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
         self._waiting.append((token, future, contextvars.copy_context()))
         self._launch_soon()
@@ -203,6 +210,9 @@ class AuthClient:
     async def _call(
         self, batch: list[tuple[str, asyncio.Future[Principal], contextvars.Context]]
     ) -> None:
+        if self._unary_only:
+            await asyncio.gather(*(self._unary(token, future) for token, future, _ in batch))
+            return
         try:
             reply = await self._stub.AuthenticateBatch(
                 auth_pb2.AuthenticateBatchRequest(tokens=[token for token, _, _ in batch]),
@@ -213,6 +223,7 @@ class AuthClient:
             if code in _UNREACHABLE_CODES:
                 self.breaker.failure()
             elif code == grpc.StatusCode.UNIMPLEMENTED:
+                self._unary_only = True
                 await asyncio.gather(*(self._unary(token, future) for token, future, _ in batch))
                 return
             else:  # it answered (RESOURCE_EXHAUSTED, INVALID_ARGUMENT: batch_max too big, ...)

@@ -188,6 +188,7 @@ class Gateway:
             max_token_bytes=s.max_token_bytes,
             batch_max=s.auth_batch_max,
             calls_in_flight=s.auth_calls_in_flight,
+            max_waiting=s.auth_queue_max,
             tracer=tracer,
         )
         self.authz = RoomAuthzClient(

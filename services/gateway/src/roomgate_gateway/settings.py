@@ -85,6 +85,8 @@ class GatewaySettings(ServiceSettings):
     # time.
     auth_batch_max: int = Field(default=100, ge=1)
     auth_calls_in_flight: int = Field(default=4, ge=1)
+    # Tokens waiting for one of those calls; beyond, unavailable at once (1013 / 503).
+    auth_queue_max: int = Field(default=1000, ge=1)
     # Longer tokens are refused before any call to auth (keep it <= auth's MAX_TOKEN_BYTES).
     max_token_bytes: int = Field(default=8192, ge=512)
     auth_breaker_failures: int = Field(default=5, ge=1)
