@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from roomgate_common.identity import MAX_ID, is_canonical_id
 from roomgate_common.rooms import (
-    MAX_ID,
     MAX_ROOM_BYTES,
     Room,
     RoomKind,
-    is_canonical_id,
     parse_room,
     room_name,
 )

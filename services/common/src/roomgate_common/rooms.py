@@ -23,9 +23,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from roomgate_common.identity import ID_PATTERN as ID_PATTERN
-from roomgate_common.identity import MAX_ID as MAX_ID
-from roomgate_common.identity import is_canonical_id as is_canonical_id
+from roomgate_common.identity import is_canonical_id
 
 MAX_ROOM_BYTES = 128
 """Longest room name accepted (bytes; a valid name is ASCII so bytes == characters)."""

@@ -21,7 +21,7 @@ import grpc
 from roomgate.auth.v1 import auth_pb2
 from roomgate.roomauthz.v1 import roomauthz_pb2 as pb
 from roomgate.roomauthz.v1 import roomauthz_pb2_grpc as pb_grpc
-from roomgate_common.rooms import is_canonical_id
+from roomgate_common.identity import is_canonical_id
 
 from roomgate_tools.devenv import dev_secrets
 
