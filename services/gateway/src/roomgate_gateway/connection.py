@@ -160,11 +160,6 @@ class Connection:
     def sender(self) -> str:
         return f"{self.kind}-{self.user_id}" if self.principal else "anonymous"
 
-    @property
-    def last_seen(self) -> float:
-        """When the client was last heard from (monotonic)."""
-        return self.session.last_seen
-
     # ------------------------------------------------------------------ outbound
     def deliver(self, item: Outgoing) -> None:
         """Hand one message to this client; never waits."""

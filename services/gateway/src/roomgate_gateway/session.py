@@ -134,10 +134,6 @@ class Session(Generic[M]):
     def state(self) -> State:
         return self.sm.state
 
-    @property
-    def is_open(self) -> bool:
-        return self.sm.state is State.OPEN
-
     # ------------------------------------------------------------------ authentication
     def auth_remaining(self, now: float) -> float:
         """Seconds left to present a token (≤ 0: the deadline passed, close 4001)."""

@@ -76,7 +76,10 @@ class Upkeep:
         while not stopping():
             limits = self._limits()
             await asyncio.sleep(min(1.0, limits.heartbeat_interval / 4))
-            deadline = time.monotonic() - self._limits().heartbeat_timeout
-            for conn in [c for c in self._table.connections if c.last_seen < deadline]:
+            now, timeout = time.monotonic(), self._limits().heartbeat_timeout
+            silent = [
+                c for c in self._table.connections if c.session.heartbeat_expired(now, timeout)
+            ]
+            for conn in silent:
                 await conn.close(CloseCode.HEARTBEAT_TIMEOUT)
             self._metrics.queue_depth.set(sum(c.queue_depth for c in self._table.connections))
