@@ -41,7 +41,7 @@ from roomgate_tools.bench import _procstat as procstat
 from roomgate_tools.bench._fanout._serve import raise_nofile_limit
 from roomgate_tools.bench._fanout.centrifugo import CentrifugoTarget
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
-from roomgate_tools.bench._fanout.loadgen import Fleet
+from roomgate_tools.bench._fanout.loadgen import Fleet, wait_delivered
 from roomgate_tools.bench._fanout.profile import Profile, Sampler, find_py_spy, summarize
 from roomgate_tools.bench._fanout.targets import (
     TARGETS,
@@ -208,19 +208,6 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def _wait_delivered(ledger: DeliveryLedger, total: int, within: float) -> bool:
-    """Until ``total`` deliveries are counted in the open window; False on timeout."""
-    reached = asyncio.Event()
-    ledger.notify_at(total, reached.set)
-    try:
-        await asyncio.wait_for(reached.wait(), within)
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        ledger.notify_at(-1, None)
-
-
 async def _quiesce(pid: int, limit: float = 30.0) -> float:
     """Wait (at most ``limit`` s) until the server works off what an earlier phase left it:
     it used under 5% of a CPU over half a second. Returns the seconds waited."""
@@ -329,7 +316,7 @@ async def _rate_phase(
         if delay > 0:
             await asyncio.sleep(delay)
         await publisher.publish(first_seq + k)
-    complete = await _wait_delivered(ledger, count * len(fleet.clients), options.drain_timeout)
+    complete = await wait_delivered(ledger, count * len(fleet.clients), options.drain_timeout)
     return _phase(ledger, count, meter.read(), stalled=not complete)
 
 
@@ -348,14 +335,14 @@ async def _saturation_phase(
         if (
             behind > 0
             and ledger.delivered < behind
-            and not await _wait_delivered(ledger, behind, options.drain_timeout)
+            and not await wait_delivered(ledger, behind, options.drain_timeout)
         ):
             stalled = True
             break
         await publisher.publish(first_seq + published)
         published += 1
     if not stalled:
-        stalled = not await _wait_delivered(ledger, published * clients, options.drain_timeout)
+        stalled = not await wait_delivered(ledger, published * clients, options.drain_timeout)
     return _phase(ledger, published, meter.read(), stalled)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger
-from roomgate_tools.bench._fanout.loadgen import Fleet
+from roomgate_tools.bench._fanout.loadgen import Fleet, wait_delivered
 from roomgate_tools.bench._fanout.wire import RoomgateSinceWire, RoomgateWire
 from roomgate_tools.bench._procstat import tree_cpu_seconds
 
@@ -48,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=1000, help="connects in flight")
     parser.add_argument("--within", type=float, default=300.0, help="seconds a round may take")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+
+
+class StormError(RuntimeError):
+    """A round did not finish: clients not back, or messages not recovered, in time."""
 
 
 @dataclass(frozen=True)
@@ -128,20 +132,6 @@ async def _main(args: argparse.Namespace) -> list[StormRound]:
         stack.stop()
 
 
-async def _wait_delivered(ledger: DeliveryLedger, total: int, within: float) -> None:
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def reached() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    ledger.notify_at(total, reached)
-    try:
-        await asyncio.wait_for(done, within)
-    finally:
-        ledger.notify_at(-1, None)
-
-
 async def _publish(publisher: Any, seq: int) -> Any:
     return await publisher.publish(ROOM, "metrics_update", {"seq": seq, "t": time.time_ns()})
 
@@ -159,7 +149,8 @@ async def _round(
     await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in before.clients)), args.within)
     ledger.open(0, 1)  # everyone has message 0: the position they reconnect from
     position = await _publish(publisher, 0)
-    await _wait_delivered(ledger, n, args.within)
+    if not await wait_delivered(ledger, n, args.within):
+        raise StormError(f"message 0 not delivered to all {n} clients within {args.within:g} s")
 
     await before.close()  # every connection dropped at once
     for seq in range(1, missed + 1):
@@ -175,8 +166,16 @@ async def _round(
     connect_s = await after.connect(
         n, concurrency=args.concurrency, within=args.within, spread=jitter_ms / 1000, tries=None
     )
-    await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in after.clients)), args.within)
-    await _wait_delivered(ledger, n * missed, args.within)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in after.clients)), args.within)
+    except TimeoutError:
+        subscribed = sum(1 for c in after.clients if c.subscribed.done())
+        raise StormError(f"{subscribed}/{n} subscribed again within {args.within:g} s") from None
+    if not await wait_delivered(ledger, n * missed, args.within):
+        raise StormError(
+            f"{ledger.delivered}/{n * missed} missed messages recovered within "
+            f"{args.within:g} s; errors {after.errors}"
+        )
     seconds = time.perf_counter() - started
     cpu = {
         name: round(tree_cpu_seconds(pid) - cpu_before[name], 3) for name, pid in servers.items()

@@ -286,3 +286,16 @@ class Fleet:
                 elif not future.cancelled():
                     future.exception()  # retrieved: no "never retrieved" warning
         self.clients.clear()
+
+
+async def wait_delivered(ledger: DeliveryLedger, total: int, within: float) -> bool:
+    """Until ``total`` deliveries are counted in the open window; False on timeout."""
+    reached = asyncio.Event()
+    ledger.notify_at(total, reached.set)
+    try:
+        await asyncio.wait_for(reached.wait(), within)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        ledger.notify_at(-1, None)
