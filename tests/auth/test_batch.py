@@ -148,6 +148,18 @@ async def test_batch_size_limit(redis_url: str, keys: Keys) -> None:
         assert await batched(auth, []) == []
 
 
+async def test_a_batch_above_the_grpc_message_limit_is_refused(auth: Running) -> None:
+    """Below ROOMGATE_MAX_BATCH tokens, a request above 1 MiB (the gRPC receive limit of
+    every service) is RESOURCE_EXHAUSTED, before the handler; at 1 MiB less a little it
+    is answered."""
+    big = "x" * 8000  # malformed: only its size matters
+    error = await rejection(
+        auth.stub.AuthenticateBatch(auth_pb2.AuthenticateBatchRequest(tokens=[big] * 132))
+    )
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await batched(auth, [big] * 130) == [("rejected", "malformed")] * 130
+
+
 def counts(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
     return {
         (s.labels["outcome"], s.labels["reason"]): s.value
