@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from roomgate_common.aclevents import AclChange, AclChangedEvent, may_affect, parse_acl_event
+from roomgate_common.aclevents import (
+    AclChange,
+    AclChangedEvent,
+    Relation,
+    may_affect,
+    parse_acl_event,
+)
 from roomgate_common.errors import ConfigurationError
 from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_roomauthz.acl import AclCache
@@ -19,7 +25,6 @@ from roomgate_roomauthz.policy import (
     Action,
     Policy,
     Reason,
-    Relation,
     principal_from_parts,
 )
 from roomgate_roomauthz.policy_file import load_policy

@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from roomgate_common.aclevents import Relation as Relation
-from roomgate_common.identity import Principal as Principal
-from roomgate_common.identity import PrincipalKind as PrincipalKind
-from roomgate_common.identity import is_canonical_id
+from roomgate_common.aclevents import Relation
+from roomgate_common.identity import Principal, PrincipalKind, is_canonical_id
 from roomgate_common.rooms import Room, RoomKind, parse_room
 
 from roomgate_roomauthz.errors import PolicyError
