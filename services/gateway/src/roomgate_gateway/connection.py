@@ -177,6 +177,8 @@ class Connection:
         self._write(item)
 
     def _deliver_past_gate(self, item: Outgoing) -> None:
+        # deliver() repeats these lines inline rather than calling this: it runs once per
+        # recipient of every message, where a call more is a cost per delivery.
         if self.sm.state is not State.OPEN:
             self.gw.metrics.drops.labels("closed").inc()
             return
@@ -515,7 +517,8 @@ class Connection:
     def close_soon(self, code: CloseCode, reason: str | None = None) -> None:
         """Close from synchronous code (fan-out, timers)."""
         if self.sm.state is State.OPEN or self.sm.state is State.CONNECTING:
-            asyncio.get_running_loop().create_task(self.close(code, reason))
+            # owned by the gateway (tasks.py): referenced until done, cancelled on stop
+            self.gw.tasks.start(self.close(code, reason), "close")
 
     async def flush(self, grace: float) -> None:
         """Wait (bounded) until everything queued for this client is written."""

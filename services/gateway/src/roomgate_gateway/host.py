@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from roomgate_gateway.metrics import GatewayMetrics
     from roomgate_gateway.outbound import Outgoing
     from roomgate_gateway.settings import GatewaySettings
+    from roomgate_gateway.tasks import Tasks
 
 
 class ConnectionHost(Protocol):
@@ -32,6 +33,7 @@ class ConnectionHost(Protocol):
     budget_policy: InboundBudgetPolicy
     coalescer: WriteCoalescer
     handshakes: Handshakes
+    tasks: Tasks  # the gateway's task owner: a connection's close from synchronous code
 
     @property
     def draining(self) -> bool: ...
