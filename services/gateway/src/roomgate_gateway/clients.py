@@ -62,7 +62,7 @@ class Principal:
         return auth_pb2.Principal.FromString(self.raw)
 
 
-KIND_NAMES = {
+KIND_NAMES: dict[int, str] = {
     auth_pb2.PRINCIPAL_KIND_USER: "user",
     auth_pb2.PRINCIPAL_KIND_AGENT: "agent",
     auth_pb2.PRINCIPAL_KIND_SERVICE: "service",
