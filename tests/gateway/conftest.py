@@ -16,13 +16,13 @@ import uvicorn
 import websockets
 from roomgate_auth.server import AuthServer
 from roomgate_auth.settings import AuthSettings
-from roomgate_auth.tokens import Principal, PrincipalKind
+from roomgate_common.identity import Principal, PrincipalKind
 from roomgate_common.publisher import Publisher
 from roomgate_common.redis_adapter import connect
 from roomgate_gateway.app import create_app
 from roomgate_gateway.main import build_config
 from roomgate_gateway.settings import GatewaySettings
-from roomgate_roomauthz.app import RoomAuthzServer
+from roomgate_roomauthz.server import RoomAuthzServer
 from roomgate_roomauthz.settings import RoomAuthzSettings
 from websockets.asyncio.client import ClientConnection
 

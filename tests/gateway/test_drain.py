@@ -94,6 +94,6 @@ async def test_sigterm_drains_in_waves(redis_url: str, tmp_path: Path) -> None:
 
 
 def _principal(uid: str) -> object:
-    from roomgate_auth.tokens import Principal, PrincipalKind
+    from roomgate_common.identity import Principal, PrincipalKind
 
     return Principal(kind=PrincipalKind.USER, id=uid, permissions=("view_system",))

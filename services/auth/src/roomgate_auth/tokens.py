@@ -36,12 +36,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, OKPAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
-from roomgate_common.identity import MAX_LIST_ENTRIES, is_canonical_id, is_name
-
-# The "as" form re-exports these two, only for tests/gateway (conftest.py, test_drain.py),
-# until they import roomgate_common.identity; nothing in services/ or tools/ uses the path.
-from roomgate_common.identity import Principal as Principal
-from roomgate_common.identity import PrincipalKind as PrincipalKind
+from roomgate_common.identity import (
+    MAX_LIST_ENTRIES,
+    Principal,
+    PrincipalKind,
+    is_canonical_id,
+    is_name,
+)
 from roomgate_common.jsondepth import too_deep
 
 from roomgate_auth.errors import AuthError, CannotIssue, InvalidRequest, Reason
