@@ -20,8 +20,11 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from roomgate_common import keys
 from roomgate_common.redis_adapter import (
     CONNECTION_ERRORS,
@@ -83,7 +86,7 @@ class ShardedChannels:
     (slots may have moved) and every channel is subscribed anew."""
 
     def __init__(self, url: str, on_message: Callable[[bytes, bytes], None]) -> None:
-        self._cluster = connect(url, name="roomgate-gateway-shards", retries=0)
+        self._cluster = cast(RedisCluster, connect(url, name="roomgate-gateway-shards", retries=0))
         self._on_message = on_message
         self._channels: dict[bytes, str] = {}  # channel -> owning node name
         self._shards: dict[str, tuple[Redis, PubSub, asyncio.Task[None]]] = {}
@@ -92,18 +95,20 @@ class ShardedChannels:
         self.confirmations = Confirmations()
 
     async def start(self) -> None:
-        await self._cluster.initialize()  # type: ignore[attr-defined]
+        await self._cluster.initialize()
 
     async def subscribe(self, channel: str) -> None:
-        node = self._cluster.get_node_from_key(channel)  # type: ignore[attr-defined]
+        node = self._cluster.get_node_from_key(channel)
+        if node is None:  # no owner in the slot map (mid-failover): retried like a lost link
+            raise RedisConnectionError(f"no Redis Cluster node serves {channel}")
         self._channels[channel.encode()] = node.name
         shard = self._shards.get(node.name)
         if shard is not None:
-            await shard[1].ssubscribe(channel)  # type: ignore[attr-defined]
+            await shard[1].ssubscribe(channel)
             return
-        client = Redis(host=node.host, port=node.port)
+        client = Redis(host=node.host, port=int(node.port))
         pubsub = client.pubsub()
-        await pubsub.ssubscribe(channel)  # type: ignore[attr-defined]  # connects first
+        await pubsub.ssubscribe(channel)  # connects first
         task = asyncio.create_task(self._read(node.name, pubsub), name=f"shard-{node.name}")
         self._shards[node.name] = (client, pubsub, task)
 
@@ -111,7 +116,7 @@ class ShardedChannels:
         name = self._channels.pop(channel.encode(), None)
         shard = self._shards.get(name) if name else None
         if shard is not None:
-            await shard[1].sunsubscribe(channel)  # type: ignore[attr-defined]
+            await shard[1].sunsubscribe(channel)
 
     async def _read(self, name: str, pubsub: PubSub) -> None:
         while not self._stopping:
@@ -138,7 +143,7 @@ class ShardedChannels:
             await client.aclose()
         for _ in range(50):
             try:
-                await self._cluster.initialize()  # type: ignore[attr-defined]
+                await self._cluster.initialize()
                 for channel, owner in list(self._channels.items()):
                     if owner == failed:
                         await self.subscribe(channel.decode())
