@@ -301,7 +301,7 @@ class AuthClient:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,7 +420,7 @@ class RoomAuthzClient:
         ]
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
 
 def _fail(batch: list[tuple[Any, asyncio.Future[Decision]]], why: str) -> None:
@@ -483,4 +483,4 @@ class EscalationClient:
         return bool(reply.changed)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)

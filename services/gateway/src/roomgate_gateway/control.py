@@ -9,8 +9,8 @@ owns (``tasks.py``), never in the bus reader."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from roomgate_common import keys
@@ -101,7 +101,7 @@ class Control:
         policy: LivePolicy,
         credentials: CredentialCache[Principal],
         *,
-        drain: Callable[[float], Awaitable[None]],
+        drain: Callable[[float], Coroutine[Any, Any, None]],
         tasks: Tasks,
         gateway_id: str,
     ) -> None:

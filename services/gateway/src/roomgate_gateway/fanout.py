@@ -117,6 +117,7 @@ class Fanout:
         finally:
             if span is not None:
                 span.end()
+            if token is not None:
                 otel_context.detach(token)
 
     async def catch_up(self) -> None:

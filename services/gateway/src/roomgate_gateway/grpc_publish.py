@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 import msgspec
@@ -47,7 +47,7 @@ class PublishServicer(publish_pb2_grpc.PublishServiceServicer):
         self.gateway = gateway
 
     async def Publish(
-        self, request: publish_pb2.PublishRequest, context: grpc.aio.ServicerContext
+        self, request: publish_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> publish_pb2.PublishResponse:
         gw = self.gateway
         try:
@@ -86,7 +86,7 @@ class PublishServicer(publish_pb2_grpc.PublishServiceServicer):
         return publish_pb2.PublishResponse(id=result["id"])
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: PublishError) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: PublishError) -> NoReturn:
     await context.abort(
         _STATUS.get(exc.status, grpc.StatusCode.INTERNAL), f"{exc.code}: {exc.message}"
     )
@@ -100,7 +100,7 @@ def publish_server(gateway: Gateway, listen: str, registry: CollectorRegistry) -
         service_names=[SERVICE_NAME],
         register=lambda server: publish_pb2_grpc.add_PublishServiceServicer_to_server(
             servicer, server
-        ),  # type: ignore[no-untyped-call]
+        ),
         registry=registry,
         metrics_prefix="roomgate_gateway",
         # SERVER spans continuing the caller's traceparent (call metadata).

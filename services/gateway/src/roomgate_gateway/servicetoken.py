@@ -60,4 +60,4 @@ class ServiceToken:
         self._renew_at = now + RENEW_AT * max(0.0, reply.principal.expires_at - now)
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)

@@ -18,9 +18,10 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 from roomgate_common import keys, mailbox
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.lua import load_lua
@@ -84,8 +85,8 @@ class GatewayStore:
         """The user's mailbox, and its overflow count reset (it is reported once)."""
         box, msgs, _low = keys.mailbox_keys(user_id)
         async with translate_errors("mailbox"):
-            ids = await self.redis.zrange(box, 0, -1)
-            payloads = await self.redis.hmget(msgs, ids) if ids else []
+            ids = cast(list[bytes], await self.redis.zrange(box, 0, -1))
+            payloads = cast(list[bytes | None], await self.redis.hmget(msgs, ids) if ids else [])
             evicted = int(await self.redis.hget(msgs, mailbox.EVICTED_FIELD) or 0)
             if evicted:
                 await self.redis.hdel(msgs, mailbox.EVICTED_FIELD)
@@ -94,31 +95,35 @@ class GatewayStore:
     async def room_position(self, room: str) -> tuple[str, int]:
         """The room's epoch and last offset ("" and 0 for a room never published to)."""
         async with translate_errors("recover"):
-            meta = await self.redis.hmget(keys.room_meta(room), ["epoch", "offset"])
+            meta = cast(
+                list[bytes | None],
+                await self.redis.hmget(keys.room_meta(room), ["epoch", "offset"]),
+            )
         return (meta[0] or b"").decode(), int(meta[1] or 0)
 
     async def room_epoch(self, room: str) -> str | None:
         async with translate_errors("catch-up"):
-            epoch = await self.redis.hget(keys.room_meta(room), "epoch")
+            epoch = cast(bytes | None, await self.redis.hget(keys.room_meta(room), "epoch"))
         return epoch.decode() if epoch is not None else None
 
     async def history_after(self, room: str, offset: int) -> list[Entry]:
         """The room's history entries after ``offset``, in order."""
         async with translate_errors("history"):
             raw = await self.redis.xrange(keys.room_history(room), min=f"{offset + 1}-1", max="+")
-        return _entries(raw)
+        return _entries(cast(list[Any], raw))
 
     # ------------------------------------------------------------------ policy, presence
     async def live_policy(self) -> dict[bytes, bytes]:
         async with translate_errors("policy"):
-            return dict(await self.redis.hgetall(keys.LIVE_POLICY))
+            return cast(dict[bytes, bytes], await self.redis.hgetall(keys.LIVE_POLICY))
 
     async def report_presence(self, fields: Mapping[str, float | int], ttl: int) -> None:
         """This gateway's presence hash (expiring after ``ttl`` s) and its heartbeat."""
         key = keys.gateway_presence(self._gid)
+        mapping: dict[EncodableT, EncodableT] = {k: v for k, v in fields.items()}
         async with translate_errors("presence"):
             pipe = self.redis.pipeline(transaction=False)  # two shards in a cluster
-            pipe.hset(key, mapping=dict(fields))
+            pipe.hset(key, mapping=mapping)
             pipe.expire(key, ttl)
             pipe.zadd(keys.GATEWAYS, {self._gid: time.time()})
             await pipe.execute()
@@ -126,7 +131,9 @@ class GatewayStore:
     async def dead_gateways(self, stale_before: float) -> list[str]:
         """The gateways whose last heartbeat is older than ``stale_before``."""
         async with translate_errors("presence"):
-            found = await self.redis.zrangebyscore(keys.GATEWAYS, "-inf", stale_before)
+            found = cast(
+                list[bytes], await self.redis.zrangebyscore(keys.GATEWAYS, "-inf", stale_before)
+            )
         return [gid.decode() for gid in found]
 
     async def forget_gateway(self, gateway_id: str) -> None:
@@ -248,10 +255,7 @@ class MailboxStore:
                 self._loaded = True
             filed = list(
                 await asyncio.gather(
-                    *(
-                        self._redis.evalsha(sha, 3, *self._file_args(*f))  # type: ignore[misc]
-                        for f in files
-                    ),
+                    *(self._redis.evalsha(sha, 3, *self._file_args(*f)) for f in files),
                     return_exceptions=True,
                 )
             )
