@@ -44,7 +44,7 @@ from roomgate_gateway.wsprotocol import GatewayWebSocketProtocol
 
 if TYPE_CHECKING:
     from roomgate_gateway.coalescing import WriteCoalescer
-    from roomgate_gateway.gateway import Gateway
+    from roomgate_gateway.host import ConnectionHost
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class Connection:
 
     def __init__(
         self,
-        gw: Gateway,
+        gw: ConnectionHost,
         send: Send,
         receive: Receive,
         ip: str,
