@@ -42,7 +42,9 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-types = st.sampled_from(sorted(p.CONTROL_TYPES | p.EVENT_TYPES | {"teleport", "", "BATCH"}))
+# The client's control messages (docs/protocol.md), the event types, and unknown ones.
+CONTROL = {"auth", "ping", "subscribe", "unsubscribe", "refresh", "ack", "batch", "compressed"}
+types = st.sampled_from(sorted(CONTROL | p.EVENT_TYPES | {"teleport", "", "BATCH"}))
 envelopes = st.fixed_dictionaries(
     {"type": types},
     optional={

@@ -47,10 +47,6 @@ CLIENT_EVENT_TYPES = frozenset(
 )
 EVENT_TYPES = CLIENT_EVENT_TYPES | GATEWAY_EVENT_TYPES
 
-CONTROL_TYPES = frozenset(
-    {"auth", "ping", "subscribe", "unsubscribe", "refresh", "ack", "batch", "compressed"}
-)
-
 
 class ProtocolError(Exception):
     """A client message was refused; ``code`` is an ``ErrorCode``. ``ref_id`` is the
