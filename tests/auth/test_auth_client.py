@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from roomgate.auth.v1 import auth_pb2_grpc
 from roomgate_auth.service import AuthMetrics, AuthServicer
@@ -183,3 +184,72 @@ async def test_a_closed_client_fails_its_callers(auth: Running) -> None:
     finally:
         loop.set_exception_handler(None)
     assert unhandled == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BusyHealth(health_pb2_grpc.HealthServicer):
+    """A health service that answers ``status`` after ``delay`` seconds (an auth service
+    busy verifying a reconnect storm answers its checks late)."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.status = health_pb2.HealthCheckResponse.SERVING
+
+    async def Check(  # type: ignore[override]
+        self, request: health_pb2.HealthCheckRequest, context: object
+    ) -> health_pb2.HealthCheckResponse:
+        await asyncio.sleep(self.delay)
+        return health_pb2.HealthCheckResponse(status=self.status)
+
+
+async def test_readiness_outlives_a_slow_health_check_for_the_grace(
+    redis_url: str, keys: Keys
+) -> None:
+    """/readyz's auth check (AuthClient.ready): a SERVING answer is ready; a check that
+    times out is ready while auth's last good answer (a check or an AuthenticateBatch) is
+    within the grace, and not after; NOT_SERVING and an unreachable auth are not ready at
+    once, whatever came before."""
+    settings = settings_for(redis_url, keys)
+    policy = settings.build_policy()
+    redis = connect(redis_url, name="test-auth")
+    health = BusyHealth()
+    server = grpc.aio.server()
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(policy, AuthStore(redis, policy), "", AuthMetrics(CollectorRegistry())),
+        server,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    clock = Clock()
+    client = AuthClient(
+        f"127.0.0.1:{port}", timeout=2.0, breaker_failures=5, breaker_recovery=60.0,
+        ready_grace=10.0, clock=clock,
+    )  # fmt: skip
+    try:
+        health.delay = 0.5
+        assert await client.ready(within=0.1) is False  # slow, and never answered before
+        assert await outcome(client, hs256(claims(sub="600"))) == "ok:600"  # auth answered
+        assert await client.ready(within=0.1) is True
+        clock.now += 10.5
+        assert await client.ready(within=0.1) is False  # slow beyond the grace
+        health.delay = 0.0
+        assert await client.ready(within=0.1) is True
+        health.status = health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await client.ready(within=0.1) is False
+        health.delay, health.status = 0.5, health_pb2.HealthCheckResponse.SERVING
+        assert await client.ready(within=0.1) is False  # a refusal is not outlived
+        assert await outcome(client, hs256(claims(sub="601"))) == "ok:601"
+        await server.stop(None)
+        assert await client.ready(within=1.0) is False  # unreachable: refused, at once
+    finally:
+        await client.close()
+        await server.stop(None)
+        await redis.aclose()

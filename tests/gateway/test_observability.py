@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -124,6 +125,39 @@ async def test_health_readiness_and_metrics(stack: Stack) -> None:
         "roomgate_gateway_rooms 3.0",
     ]:
         assert series in text, series
+
+
+async def readyz_while_redis_is_paused(stack: Stack) -> httpx.Response:
+    """/readyz after one good PING, asked while Redis holds every client's commands
+    (CLIENT PAUSE: a Redis busy past the check's timeout, its connections still open)."""
+    redis = connect(stack.redis_url, name="test-pause")
+    try:
+        async with httpx.AsyncClient(base_url=stack.http) as http:
+            assert (await http.get("/readyz")).status_code == 200
+            await redis.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+            try:
+                return await http.get("/readyz")
+            finally:
+                await redis.execute_command("CLIENT", "UNPAUSE")
+    finally:
+        await redis.aclose()
+
+
+@pytest.mark.gateway_settings(ready_check_timeout=0.3, ready_grace=0)
+async def test_readiness_fails_when_redis_does_not_answer_in_time(stack: Stack) -> None:
+    """With no grace, a PING that gets no answer within READY_CHECK_TIMEOUT is not ready."""
+    ready = await readyz_while_redis_is_paused(stack)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["redis"] is False
+
+
+@pytest.mark.gateway_settings(ready_check_timeout=0.3, ready_grace=60)
+async def test_readiness_outlives_a_busy_redis_for_the_grace(stack: Stack) -> None:
+    """A PING that is only slow counts as Redis's last good answer within READY_GRACE: a
+    busy Redis does not take every gateway out of the load balancer at once."""
+    ready = await readyz_while_redis_is_paused(stack)
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"not_draining": True, "redis": True, "auth": True}
 
 
 async def test_readiness_fails_when_auth_is_down(stack: Stack) -> None:

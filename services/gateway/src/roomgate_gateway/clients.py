@@ -20,6 +20,7 @@ from roomgate_common.errors import RoomgateError
 from roomgate_common.telemetry import grpc_client_interceptors
 
 from roomgate_gateway.breaker import CircuitBreaker
+from roomgate_gateway.readiness import LastAnswer
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +149,14 @@ class AuthClient:
         batch_max: int = 100,
         calls_in_flight: int = 4,
         max_waiting: int = 1000,
+        ready_grace: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         tracer: Tracer | None = None,
     ) -> None:
         self._channel = _channel(addr, tracer)
         self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+        # Its last good answer (a call's or a health check's), for /readyz (readiness.py)
+        self.answers = LastAnswer(grace=ready_grace, clock=clock)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout = timeout
         self._max_token_bytes = max_token_bytes
@@ -237,6 +241,7 @@ class AuthClient:
             self._fail(batch, f"auth: {type(exc).__name__}")
             return
         self.breaker.success()
+        self.answers.answered(True)
         if len(reply.results) != len(batch):
             self._fail(batch, "auth: answer does not match the batch")
             return
@@ -279,6 +284,7 @@ class AuthClient:
                 future.set_exception(PeerUnavailable(f"auth: {type(exc).__name__}"))
             return
         self.breaker.success()
+        self.answers.answered(True)
         if not future.done():
             future.set_result(Principal.from_proto(reply.principal))
 
@@ -290,15 +296,19 @@ class AuthClient:
             if not future.done():
                 future.set_exception(PeerUnavailable(why))
 
-    async def ready(self) -> bool:
-        """The auth service answers its health check with SERVING."""
+    async def ready(self, within: float) -> bool:
+        """The auth service answers its health check with SERVING; a check without an
+        answer ``within`` seconds (auth busy, e.g. verifying a reconnect storm) counts as
+        its last good answer, for the grace (``readiness.LastAnswer``)."""
         try:
             reply = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=self._timeout
+                health_pb2.HealthCheckRequest(service=""), timeout=min(within, self._timeout)
             )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return self.answers.timed_out()
+            return self.answers.answered(False)
+        return self.answers.answered(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 from roomgate_common.credentials import CredentialCache
+from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.publisher import Publisher
 
 from roomgate_gateway import recovery
@@ -55,6 +57,7 @@ from roomgate_gateway.limits import Limits
 from roomgate_gateway.mailboxwrites import MailboxWrites
 from roomgate_gateway.metrics import GatewayMetrics
 from roomgate_gateway.personal import PersonalRooms
+from roomgate_gateway.readiness import LastAnswer
 from roomgate_gateway.revocation import sweep_revoked
 from roomgate_gateway.rooms import RoomTable
 from roomgate_gateway.settings import GatewaySettings
@@ -126,6 +129,8 @@ class Gateway:
         # The last offset handed to each served room's members (recovery.py)
         self.positions = recovery.RoomPositions()
         self.tasks = Tasks()
+        # Redis's last good PING, for /readyz (readiness.py)
+        self.redis_answers = LastAnswer(grace=settings.ready_grace, clock=time.monotonic)
         self.store: GatewayStore
         self.redis: Redis
         self.publisher: Publisher
@@ -189,6 +194,7 @@ class Gateway:
             batch_max=s.auth_batch_max,
             calls_in_flight=s.auth_calls_in_flight,
             max_waiting=s.auth_queue_max,
+            ready_grace=s.ready_grace,
             tracer=tracer,
         )
         self.authz = RoomAuthzClient(
@@ -324,13 +330,25 @@ class Gateway:
         await self.store.close()
 
     async def ready(self) -> dict[str, bool]:
-        checks = {"not_draining": not self.draining, "redis": self.bus.connected.is_set()}
+        """/readyz: not draining, Redis and auth answer. Both checks run at once, each
+        bounded by ``ready_check_timeout``; one without an answer in time counts as its
+        dependency's last good answer, for ``ready_grace`` (readiness.py)."""
+        timeout = self.settings.ready_check_timeout
+        redis, auth = await asyncio.gather(self._redis_ready(timeout), self.auth.ready(timeout))
+        return {"not_draining": not self.draining, "redis": redis, "auth": auth}
+
+    async def _redis_ready(self, within: float) -> bool:
+        if not self.bus.connected.is_set():  # the subscriber lost Redis: no fan-out
+            return self.redis_answers.answered(False)
         try:
-            checks["redis"] = checks["redis"] and await self.store.ping()
-        except BUS_ERRORS:
-            checks["redis"] = False
-        checks["auth"] = await self.auth.ready()
-        return checks
+            async with asyncio.timeout(within):
+                return self.redis_answers.answered(await self.store.ping())
+        except TimeoutError:
+            return self.redis_answers.timed_out()
+        except BusBusy:  # every pooled connection in use: Redis answers, this process is busy
+            return self.redis_answers.timed_out()
+        except BusUnavailable:
+            return self.redis_answers.answered(False)
 
     @property
     def draining(self) -> bool:

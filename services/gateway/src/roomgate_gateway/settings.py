@@ -110,6 +110,11 @@ class GatewaySettings(ServiceSettings):
     reconnect_jitter_ms: int = Field(default=5000, ge=0)
 
     presence_interval: float = Field(default=5.0, gt=0)
+    # /readyz: a dependency check (Redis PING, auth health) answered decides at once; one
+    # without an answer within ready_check_timeout keeps the dependency's last good answer
+    # for ready_grace seconds (readiness.py: a busy dependency is not a lost one).
+    ready_check_timeout: float = Field(default=1.0, gt=0)
+    ready_grace: float = Field(default=10.0, ge=0)
 
     # --- Redis client ----------------------------------------------------------------------
     # The command client's pool: at most redis_pool_size connections; a command finding
