@@ -122,6 +122,7 @@ async def test_health_readiness_and_metrics(stack: Stack) -> None:
         "roomgate_gateway_authz_latency_seconds_count 1.0",
         "roomgate_gateway_redis_up 1.0",
         "roomgate_gateway_queue_depth",
+        "roomgate_gateway_event_loop_lag_seconds_count",
         "roomgate_gateway_rooms 3.0",
     ]:
         assert series in text, series

@@ -169,6 +169,13 @@ def build() -> dict[str, Any]:
         "percentunit",
     )  # fmt: skip
     panel(
+        "Event-loop lag per gateway",
+        quantiles(f"{g}_event_loop_lag_seconds", "pod", qs=(0.99,), sel=GW),
+        "s",
+        "How late each gateway's event loop ran a timer: the wait every frame, probe and "
+        "publish sees on top of its own work. Seconds here make readiness probes miss.",
+    )
+    panel(
         "Bandwidth",
         [rate(f"{g}_received_bytes_total", legend="in (client messages)", sel=GW),
          rate(f"{g}_sent_bytes_total", legend="out (to client sockets)", sel=GW)],

@@ -1,8 +1,9 @@
-"""The gateway's periodic upkeep, in two loops: its presence in Redis (a hash the operator
+"""The gateway's periodic upkeep, in three loops: its presence in Redis (a hash the operator
 and the dashboards read — connections, rooms, applied policy generation, draining — and a
 heartbeat in the gateways set), with the counts of gateways whose heartbeat stopped
 forgotten (``GatewayStore.forget_gateway``); and the heartbeat sweep that closes the
-clients silent beyond ``heartbeat_timeout`` (4000) and samples the queue depth."""
+clients silent beyond ``heartbeat_timeout`` (4000) and samples the queue depth; and the
+sampling of the event loop's lag (``event_loop_lag_seconds``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from roomgate_gateway.store import BUS_ERRORS, GatewayStore
 from roomgate_gateway.tasks import Tasks, stopping
 
 log = logging.getLogger(__name__)
+
+LAG_SAMPLE_SECONDS = 0.25  # how often the event loop's lag is sampled
 
 
 class Upkeep:
@@ -45,6 +48,15 @@ class Upkeep:
     def start(self, tasks: Tasks) -> None:
         tasks.start(self._presence_loop(), name="presence")
         tasks.start(self._sweep_loop(), name="heartbeat-sweeper")
+        tasks.start(self._lag_loop(), name="event-loop-lag")
+
+    async def _lag_loop(self) -> None:
+        """``event_loop_lag_seconds``: how much later than asked a sleep ends."""
+        loop = asyncio.get_running_loop()
+        while not stopping():
+            asked = loop.time() + LAG_SAMPLE_SECONDS
+            await asyncio.sleep(LAG_SAMPLE_SECONDS)
+            self._metrics.event_loop_lag.observe(max(0.0, loop.time() - asked))
 
     async def report_presence(self) -> None:
         """This gateway's presence hash, now (raises ``BUS_ERRORS``)."""
