@@ -100,8 +100,13 @@ class ConnectionCounts:
         return None
 
     async def uncount(self, counted: list[str]) -> None:
+        """One connection less in each key of ``counted``: one round trip on a single Redis;
+        in a cluster (keys on different shards) one or two per key."""
         for key in counted:
             self._ref(key, -1)
+        if self._single:
+            await self._store.release([(key, not self.refs.get(key)) for key in counted])
+            return
         for key in counted:
             gone = await self._store.uncount(key)
             if gone and not self.refs.get(key):

@@ -33,6 +33,7 @@ BUS_ERRORS = (BusUnavailable, BusBusy)
 COUNT_SCRIPT = load_lua(__package__, "store_count.lua")
 UNCOUNT_SCRIPT = load_lua(__package__, "store_uncount.lua")
 ADMIT_SCRIPT = load_lua(__package__, "store_admit.lua")
+RELEASE_SCRIPT = load_lua(__package__, "store_release.lua")
 RATE_SCRIPT = load_lua(__package__, "store_rate.lua")
 
 # A history entry: its offset and its fields (``m`` the message, ``t`` the append time).
@@ -62,6 +63,7 @@ class GatewayStore:
         self._uncount = redis.register_script(UNCOUNT_SCRIPT)
         self._rate = redis.register_script(RATE_SCRIPT)
         self._admit = redis.register_script(ADMIT_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
         self.cluster = is_cluster(redis)
 
     @classmethod
@@ -176,6 +178,15 @@ class GatewayStore:
         """One connection less in ``key``; True when this gateway's field is gone."""
         async with translate_errors("disconnect"):
             return bool(await self._uncount(keys=[key], args=[self._gid]))
+
+    async def release(self, counted: Sequence[tuple[str, bool]]) -> None:
+        """``store_release.lua``: one connection less in each ``(key, forget)``, and each
+        key whose field is gone out of the gateway's set where ``forget`` (a single Redis)."""
+        async with translate_errors("disconnect"):
+            await self._release(
+                keys=[*(key for key, _ in counted), self._counts],
+                args=[self._gid, *(int(forget) for _, forget in counted)],
+            )
 
     async def remember_counts(self, counted: Sequence[str]) -> None:
         async with translate_errors("connect"):
