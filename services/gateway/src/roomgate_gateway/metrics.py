@@ -82,6 +82,12 @@ class GatewayMetrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.redis_pipeline_commands = Histogram(
+            f"{p}_redis_pipeline_commands",
+            "Commands per Redis pipeline of the hot paths (those asked for in one loop turn)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
         self.auth_latency = Histogram(
             f"{p}_auth_latency_seconds",
             "Authenticate call latency",

@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 from roomgate_common import keys, mailbox
 from roomgate_common.errors import BusBusy, BusUnavailable
 from roomgate_common.lua import load_lua
-from roomgate_common.redis_adapter import Redis, connect, is_cluster, translate_errors
+from roomgate_common.redis_adapter import (
+    Redis,
+    TurnPipeline,
+    connect,
+    is_cluster,
+    translate_errors,
+)
 
 # What every method here can raise: Redis down, or this process's pool busy.
 BUS_ERRORS = (BusUnavailable, BusBusy)
@@ -55,7 +62,17 @@ def _entries(raw: list[Any]) -> list[Entry]:
 
 
 class GatewayStore:
-    def __init__(self, redis: Redis, gateway_id: str) -> None:
+    """The hot commands (a connect's, a disconnect's, a client message's rate, a recovery's
+    reads) go through a ``TurnPipeline`` on a single Redis: those of one loop turn are one
+    round trip. The rest, and everything on a cluster, are sent directly."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        gateway_id: str,
+        *,
+        pipeline_sizes: Callable[[int], None] | None = None,
+    ) -> None:
         self.redis = redis  # the client itself, for the shared Publisher and for tests
         self._gid = gateway_id
         self._counts = keys.gateway_count_keys(gateway_id)
@@ -65,18 +82,43 @@ class GatewayStore:
         self._admit = redis.register_script(ADMIT_SCRIPT)
         self._release = redis.register_script(RELEASE_SCRIPT)
         self.cluster = is_cluster(redis)
+        self._pipe = None if self.cluster else TurnPipeline(redis, observe=pipeline_sizes)
 
     @classmethod
     def connect(
-        cls, url: str, gateway_id: str, *, pool_size: int, pool_timeout: float
+        cls,
+        url: str,
+        gateway_id: str,
+        *,
+        pool_size: int,
+        pool_timeout: float,
+        pipeline_sizes: Callable[[int], None] | None = None,
     ) -> GatewayStore:
         client = connect(
             url, name="roomgate-gateway", max_connections=pool_size, pool_timeout=pool_timeout
         )
-        return cls(client, gateway_id)
+        return cls(client, gateway_id, pipeline_sizes=pipeline_sizes)
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
         await self.redis.aclose()
+
+    def _command(self, *args: Any) -> Awaitable[Any]:
+        """One command, in this loop turn's pipeline on a single Redis."""
+        if self._pipe is None:
+            return self.redis.execute_command(*args)
+        return self._pipe.call(*args)
+
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """A registered script by EVALSHA, pipelined like ``_command``; a Redis that forgot
+        it (restart, failover) is sent the script itself, once, by redis-py."""
+        if self._pipe is None:
+            return await script(keys=keys, args=args)
+        try:
+            return await self._pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
 
     async def ping(self) -> bool:
         async with translate_errors("ready"):
@@ -87,11 +129,18 @@ class GatewayStore:
         """The user's mailbox, and its overflow count reset (it is reported once)."""
         box, msgs, _low = keys.mailbox_keys(user_id)
         async with translate_errors("mailbox"):
-            ids = cast(list[bytes], await self.redis.zrange(box, 0, -1))
-            payloads = cast(list[bytes | None], await self.redis.hmget(msgs, ids) if ids else [])
-            evicted = int(await self.redis.hget(msgs, mailbox.EVICTED_FIELD) or 0)
+            # the ids and the overflow count together (an empty mailbox: one round trip)
+            ids, evicted_field = await asyncio.gather(
+                self._command("ZRANGE", box, 0, -1),
+                self._command("HGET", msgs, mailbox.EVICTED_FIELD),
+            )
+            ids = cast(list[bytes], ids)
+            evicted = int(cast(bytes | None, evicted_field) or 0)
+            payloads = cast(
+                list[bytes | None], await self._command("HMGET", msgs, *ids) if ids else []
+            )
             if evicted:
-                await self.redis.hdel(msgs, mailbox.EVICTED_FIELD)
+                await self._command("HDEL", msgs, mailbox.EVICTED_FIELD)
         return Mailbox([i.decode() for i in ids], list(payloads), evicted)
 
     async def room_position(self, room: str) -> tuple[str, int]:
@@ -99,7 +148,7 @@ class GatewayStore:
         async with translate_errors("recover"):
             meta = cast(
                 list[bytes | None],
-                await self.redis.hmget(keys.room_meta(room), ["epoch", "offset"]),
+                await self._command("HMGET", keys.room_meta(room), "epoch", "offset"),
             )
         return (meta[0] or b"").decode(), int(meta[1] or 0)
 
@@ -111,7 +160,7 @@ class GatewayStore:
     async def history_after(self, room: str, offset: int) -> list[Entry]:
         """The room's history entries after ``offset``, in order."""
         async with translate_errors("history"):
-            raw = await self.redis.xrange(keys.room_history(room), min=f"{offset + 1}-1", max="+")
+            raw = await self._command("XRANGE", keys.room_history(room), f"{offset + 1}-1", "+")
         return _entries(cast(list[Any], raw))
 
     # ------------------------------------------------------------------ policy, presence
@@ -163,9 +212,10 @@ class GatewayStore:
         when counted everywhere."""
         async with translate_errors("connect"):
             return int(
-                await self._admit(
-                    keys=[rate_key, *(key for key, _ in limited), self._counts],
-                    args=[self._gid, per_minute, *(limit for _, limit in limited)],
+                await self._script(
+                    self._admit,
+                    [rate_key, *(key for key, _ in limited), self._counts],
+                    [self._gid, per_minute, *(limit for _, limit in limited)],
                 )
             )
 
@@ -183,9 +233,10 @@ class GatewayStore:
         """``store_release.lua``: one connection less in each ``(key, forget)``, and each
         key whose field is gone out of the gateway's set where ``forget`` (a single Redis)."""
         async with translate_errors("disconnect"):
-            await self._release(
-                keys=[*(key for key, _ in counted), self._counts],
-                args=[self._gid, *(int(forget) for _, forget in counted)],
+            await self._script(
+                self._release,
+                [*(key for key, _ in counted), self._counts],
+                [self._gid, *(int(forget) for _, forget in counted)],
             )
 
     async def remember_counts(self, counted: Sequence[str]) -> None:
@@ -199,7 +250,7 @@ class GatewayStore:
     async def per_window(self, key: str, expire: int) -> int:
         """One more event in the window counter ``key`` (kept ``expire`` s); the count."""
         async with translate_errors("rate"):
-            return int(await self._rate(keys=[key], args=[expire]))
+            return int(await self._script(self._rate, [key], [expire]))
 
     # ------------------------------------------------------------------ revocation, scrape
     async def revocation_marks(
