@@ -132,6 +132,11 @@ async def _main(args: argparse.Namespace) -> list[StormRound]:
         stack.stop()
 
 
+def _top(errors: dict[str, int]) -> dict[str, int]:
+    """The five most frequent error kinds."""
+    return dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5])
+
+
 async def _publish(publisher: Any, seq: int) -> Any:
     return await publisher.publish(ROOM, "metrics_update", {"seq": seq, "t": time.time_ns()})
 
@@ -145,7 +150,13 @@ async def _round(
     before = Fleet(RoomgateWire(tokens), ledger, "127.0.0.1", lb)
     before.subscribe_on_welcome = True
     print(f"connecting {n} clients (jitter {jitter_ms} ms next) ...", flush=True)
-    await before.connect(n, concurrency=args.concurrency, within=args.within, tries=None)
+    try:
+        await before.connect(n, concurrency=args.concurrency, within=args.within, tries=None)
+    except TimeoutError:
+        raise StormError(
+            f"the first {n} connects not done within {args.within:g} s; "
+            f"retries {before.connect_retries}, errors {_top(before.errors)}"
+        ) from None
     await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in before.clients)), args.within)
     ledger.open(0, 1)  # everyone has message 0: the position they reconnect from
     position = await _publish(publisher, 0)
@@ -163,9 +174,15 @@ async def _round(
     after = Fleet(wire, ledger, "127.0.0.1", lb)
     after.subscribe_on_welcome = True
     started = time.perf_counter()
-    connect_s = await after.connect(
-        n, concurrency=args.concurrency, within=args.within, spread=jitter_ms / 1000, tries=None
-    )
+    try:
+        connect_s = await after.connect(
+            n, concurrency=args.concurrency, within=args.within, spread=jitter_ms / 1000, tries=None
+        )
+    except TimeoutError:
+        raise StormError(
+            f"the {n} reconnects not done within {args.within:g} s; "
+            f"retries {after.connect_retries}, errors {_top(after.errors)}"
+        ) from None
     try:
         await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in after.clients)), args.within)
     except TimeoutError:
@@ -196,7 +213,7 @@ async def _round(
         duplicates=result.duplicates,
         dropped=after.dropped,
         cpu_s=cpu,
-        error_kinds=dict(sorted(after.errors.items(), key=lambda kv: -kv[1])[:5]),
+        error_kinds=_top(after.errors),
     )
 
 
