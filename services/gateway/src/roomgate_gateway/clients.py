@@ -189,6 +189,12 @@ class AuthClient:
         self._launch_soon()
         return await future
 
+    def _answered(self) -> None:
+        """Auth answered a call (whatever it said): the breaker's success, and a good
+        answer for /readyz."""
+        self.breaker.success()
+        self.answers.answered(True)
+
     def _launch_soon(self) -> None:
         if not self._launching and len(self._in_flight) < self._calls_in_flight:
             self._launching = True
@@ -231,7 +237,7 @@ class AuthClient:
                 await asyncio.gather(*(self._unary(token, future) for token, future, _ in batch))
                 return
             else:  # it answered (RESOURCE_EXHAUSTED, INVALID_ARGUMENT: batch_max too big, ...)
-                self.breaker.success()
+                self._answered()
             self._fail(batch, f"auth: {code.name}")
             return
         except asyncio.CancelledError:  # shutdown: nobody waits forever
@@ -240,8 +246,7 @@ class AuthClient:
         except Exception as exc:  # e.g. the channel closed: the callers get the failure
             self._fail(batch, f"auth: {type(exc).__name__}")
             return
-        self.breaker.success()
-        self.answers.answered(True)
+        self._answered()
         if len(reply.results) != len(batch):
             self._fail(batch, "auth: answer does not match the batch")
             return
@@ -265,7 +270,7 @@ class AuthClient:
                 self.breaker.failure()
                 error: GatewayError = PeerUnavailable(f"auth: {code.name}")
             else:
-                self.breaker.success()  # it answered
+                self._answered()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     error = AuthRejected(exc.details() or "unauthenticated")
                 elif code in _NO_ANSWER_CODES:
@@ -283,8 +288,7 @@ class AuthClient:
             if not future.done():
                 future.set_exception(PeerUnavailable(f"auth: {type(exc).__name__}"))
             return
-        self.breaker.success()
-        self.answers.answered(True)
+        self._answered()
         if not future.done():
             future.set_result(Principal.from_proto(reply.principal))
 
