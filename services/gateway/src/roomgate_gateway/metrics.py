@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 from roomgate_gateway.codes import CloseCode, ErrorCode
 
+LAG_SAMPLE_SECONDS = 0.25  # how often upkeep samples the event loop's lag
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Connect outcomes (connection.py, gateway.register), exported at 0 from the start.
@@ -78,7 +79,7 @@ class GatewayMetrics:
         # the wait every frame, probe and publish of this process sees on top of its work.
         self.event_loop_lag = Histogram(
             f"{p}_event_loop_lag_seconds",
-            "How late the event loop ran a timer, sampled every 0.25 s",
+            f"How late the event loop ran a timer, sampled every {LAG_SAMPLE_SECONDS} s",
             buckets=LAG_BUCKETS,
             registry=r,
         )

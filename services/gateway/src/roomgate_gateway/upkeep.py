@@ -15,14 +15,12 @@ from collections.abc import Callable
 
 from roomgate_gateway.codes import CloseCode
 from roomgate_gateway.limits import Limits
-from roomgate_gateway.metrics import GatewayMetrics
+from roomgate_gateway.metrics import LAG_SAMPLE_SECONDS, GatewayMetrics
 from roomgate_gateway.rooms import RoomTable
 from roomgate_gateway.store import BUS_ERRORS, GatewayStore
 from roomgate_gateway.tasks import Tasks, stopping
 
 log = logging.getLogger(__name__)
-
-LAG_SAMPLE_SECONDS = 0.25  # how often the event loop's lag is sampled
 
 
 class Upkeep:
