@@ -79,3 +79,38 @@ async def test_the_store_sends_a_forgotten_script_again(redis_url: str) -> None:
         assert sizes == [1, 3, 1]  # the fallbacks went directly, not pipelined
     finally:
         await store.close()
+
+
+async def test_a_closed_pipeline_fails_its_callers_at_once(redis_url: str) -> None:
+    """Closing (shutdown) fails the commands not sent yet and any later one with
+    BusUnavailable: no caller waits forever, nothing is sent on a closing client."""
+    redis = connect(redis_url, name="test-pipe")
+    sizes: list[int] = []
+    pipe = TurnPipeline(redis, observe=sizes.append)
+    try:
+        queued = pipe.call("SET", "after-close", "1")  # asked for, not sent yet
+        await pipe.close()
+        with pytest.raises(BusUnavailable):
+            await queued
+        with pytest.raises(BusUnavailable):
+            await pipe.call("GET", "x")
+        await asyncio.sleep(0.05)  # the flush that was scheduled has run: it sent nothing
+        assert sizes == []
+        assert await redis.exists("after-close") == 0
+    finally:
+        await redis.aclose()
+
+
+async def test_the_store_holds_pipelines_to_redis_pipeline_max(redis_url: str) -> None:
+    """REDIS_PIPELINE_MAX reaches the store's pipeline: 5 rates of one turn with a bound of 2
+    are pipelines of 2, 2 and 1, each caller with its own count."""
+    sizes: list[int] = []
+    store = GatewayStore(
+        connect(redis_url, name="test-pipe"), "gw-test", pipeline_max=2, pipeline_sizes=sizes.append
+    )
+    try:
+        counts = await asyncio.gather(*(store.per_window(f"rate-{i}", 120) for i in range(5)))
+        assert counts == [1, 1, 1, 1, 1]
+        assert sizes == [2, 2, 1]
+    finally:
+        await store.close()

@@ -232,9 +232,9 @@ async def translate_errors(what: str) -> AsyncIterator[None]:
 class TurnPipeline:
     """Auto-pipelining: the commands asked for in one event-loop turn go to Redis together,
     in one non-transactional pipeline — one pool checkout, one socket write, one read of the
-    replies — instead of a round trip each. Measured here (redis-py 8.1, 200 concurrent
-    EVALSHA), a command then costs the client about 18 µs of CPU instead of 160 µs; a
-    reconnect storm's concurrent connects each ask for a few.
+    replies — instead of a round trip each, whose pool checkout, socket write and reply
+    wait dominate a small command's client CPU; a reconnect storm's concurrent connects
+    each ask for a few (the storm's figures: docs/benchmarks.md).
 
     A lone command waits only for the next loop iteration (``call_soon``, no timer). At most
     ``max_commands`` go in one pipeline, the rest in the next one of the same turn. Each
@@ -259,11 +259,15 @@ class TurnPipeline:
         self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         """The reply of the command ``args`` (e.g. ``"HGET", key, field``), once sent."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(BusUnavailable("redis pipeline closed"))
+            return future
         self._waiting.append((args, future))
         if not self._scheduled:
             self._scheduled = True
@@ -308,7 +312,13 @@ class TurnPipeline:
                 future.set_result(reply)
 
     async def close(self) -> None:
-        """Cancel the pipelines on their way (their callers get ``BusUnavailable``)."""
+        """Cancel the pipelines on their way; their callers, those of commands not sent yet
+        and any later caller get ``BusUnavailable``."""
+        self._closed = True
+        waiting, self._waiting = self._waiting, []
+        for _, future in waiting:
+            if not future.done():
+                future.set_exception(BusUnavailable("redis pipeline closed"))
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)

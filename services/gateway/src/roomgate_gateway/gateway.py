@@ -162,6 +162,7 @@ class Gateway:
             s.gateway_id,
             pool_size=s.redis_pool_size,
             pool_timeout=s.redis_pool_timeout,
+            pipeline_max=s.redis_pipeline_max,
             pipeline_sizes=self.metrics.redis_pipeline_commands.observe,
         )
         self.redis = self.store.redis

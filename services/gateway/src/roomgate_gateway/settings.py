@@ -121,6 +121,9 @@ class GatewaySettings(ServiceSettings):
     # none free waits redis_pool_timeout seconds, then fails as "busy" (never "Redis down").
     redis_pool_size: int = Field(default=64, ge=2)
     redis_pool_timeout: float = Field(default=2.0, gt=0)
+    # The hot commands of one loop turn go in one pipeline of at most redis_pipeline_max
+    # (roomgate_common.redis_adapter.TurnPipeline; the rest in the next pipeline).
+    redis_pipeline_max: int = Field(default=1000, ge=1)
     # Mailbox writes (filing requiresAck deliveries, removing acked messages) of one event-
     # loop turn go in one pipeline of at most mailbox_batch_max operations; at most
     # mailbox_backlog_max wait behind a slow Redis, the rest are dropped and counted.

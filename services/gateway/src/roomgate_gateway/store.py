@@ -71,6 +71,7 @@ class GatewayStore:
         redis: Redis,
         gateway_id: str,
         *,
+        pipeline_max: int = 1000,
         pipeline_sizes: Callable[[int], None] | None = None,
     ) -> None:
         self.redis = redis  # the client itself, for the shared Publisher and for tests
@@ -82,7 +83,11 @@ class GatewayStore:
         self._admit = redis.register_script(ADMIT_SCRIPT)
         self._release = redis.register_script(RELEASE_SCRIPT)
         self.cluster = is_cluster(redis)
-        self._pipe = None if self.cluster else TurnPipeline(redis, observe=pipeline_sizes)
+        self._pipe = (
+            None
+            if self.cluster
+            else TurnPipeline(redis, max_commands=pipeline_max, observe=pipeline_sizes)
+        )
 
     @classmethod
     def connect(
@@ -92,12 +97,13 @@ class GatewayStore:
         *,
         pool_size: int,
         pool_timeout: float,
+        pipeline_max: int = 1000,
         pipeline_sizes: Callable[[int], None] | None = None,
     ) -> GatewayStore:
         client = connect(
             url, name="roomgate-gateway", max_connections=pool_size, pool_timeout=pool_timeout
         )
-        return cls(client, gateway_id, pipeline_sizes=pipeline_sizes)
+        return cls(client, gateway_id, pipeline_max=pipeline_max, pipeline_sizes=pipeline_sizes)
 
     async def close(self) -> None:
         if self._pipe is not None:
