@@ -45,3 +45,19 @@ def test_documented_settings_exist() -> None:
     assert defaults.messages_per_user_per_minute == 100
     assert defaults.max_message_bytes == 65536
     assert defaults.auth_deadline == 5
+
+
+def test_the_module_map_names_every_gateway_module() -> None:
+    """services/gateway/README.md's module map lists exactly the package's modules."""
+    package = Path(__file__).resolve().parents[2] / "services" / "gateway"
+    readme = (package / "README.md").read_text()
+    table = readme[
+        readme.index("## Module map") : readme.index("\n## ", readme.index("## Module map") + 1)
+    ]
+    named = set(re.findall(r"`([a-z_]+\.py)`", table))
+    scripts = set(re.findall(r"`([a-z_]+)_\*\.lua`", table))
+    source = package / "src" / "roomgate_gateway"
+    modules = {p.name for p in source.glob("*.py") if p.name != "__init__.py"}
+    assert named == modules, (sorted(modules - named), sorted(named - modules))
+    for lua in source.glob("*.lua"):
+        assert any(lua.name.startswith(f"{prefix}_") for prefix in scripts), lua.name
