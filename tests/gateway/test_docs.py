@@ -61,3 +61,26 @@ def test_the_module_map_names_every_gateway_module() -> None:
     assert named == modules, (sorted(modules - named), sorted(named - modules))
     for lua in source.glob("*.lua"):
         assert any(lua.name.startswith(f"{prefix}_") for prefix in scripts), lua.name
+
+
+def test_every_gateway_exception_is_a_gateway_error_in_the_tree() -> None:
+    """One exception base for the gateway; errors.py's docstring names every exception."""
+    import importlib
+    import pkgutil
+
+    import roomgate_gateway
+    from roomgate_gateway import errors
+
+    found = set()
+    for info in pkgutil.iter_modules(roomgate_gateway.__path__):
+        module = importlib.import_module(f"roomgate_gateway.{info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+            ):
+                assert issubclass(value, errors.GatewayError), value
+                found.add(value.__name__)
+    tree = set(re.findall(r"── (\w+)", errors.__doc__ or ""))
+    assert tree == found, (sorted(found - tree), sorted(tree - found))

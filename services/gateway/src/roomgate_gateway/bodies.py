@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from roomgate_gateway.errors import GatewayError
 
-class BodyTooLarge(Exception):
+
+class BodyTooLarge(GatewayError):
     """The body is (or says it is) longer than the limit."""
 
 
-class BadLength(Exception):
+class BadLength(GatewayError):
     """``Content-Length`` is not a decimal number."""
 
 

@@ -16,10 +16,10 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import Tracer
 from roomgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from roomgate.roomauthz.v1 import roomauthz_pb2, roomauthz_pb2_grpc
-from roomgate_common.errors import RoomgateError
 from roomgate_common.telemetry import grpc_client_interceptors
 
 from roomgate_gateway.breaker import CircuitBreaker
+from roomgate_gateway.errors import GatewayError
 from roomgate_gateway.readiness import LastAnswer
 
 
@@ -85,15 +85,6 @@ _NO_ANSWER_CODES = {
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
 }
-
-
-class GatewayError(RoomgateError):
-    """Base of the gateway's exceptions.
-
-    GatewayError
-    ├── AuthRejected       the auth service refused the token (``reason``)
-    └── PeerUnavailable    auth/roomauthz/escalation unreachable, or the breaker is open
-    """
 
 
 class AuthRejected(GatewayError):

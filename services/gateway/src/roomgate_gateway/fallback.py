@@ -41,6 +41,7 @@ from starlette.types import Receive, Scope, Send
 
 from roomgate_gateway.codes import CloseCode
 from roomgate_gateway.connection import Connection
+from roomgate_gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from roomgate_gateway.gateway import Gateway
@@ -61,7 +62,7 @@ _CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 _DISCONNECT: dict[str, Any] = {"type": "websocket.disconnect", "code": 1006}
 
 
-class FallbackError(Exception):
+class FallbackError(GatewayError):
     """Base of the fallback transport's errors."""
 
 

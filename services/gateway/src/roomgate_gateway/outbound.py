@@ -12,10 +12,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from roomgate_gateway.errors import GatewayError
+
 Priority = Literal["high", "normal", "low"]
 
 
-class SlowConsumer(Exception):
+class SlowConsumer(GatewayError):
     """The queue is full of ``high`` messages and another one arrived."""
 
 

@@ -17,6 +17,7 @@ import msgspec
 from roomgate_common.jsondepth import MAX_JSON_DEPTH, too_deep
 
 from roomgate_gateway.codes import ErrorCode
+from roomgate_gateway.errors import GatewayError
 
 Str128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 RoomName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -48,7 +49,7 @@ CLIENT_EVENT_TYPES = frozenset(
 EVENT_TYPES = CLIENT_EVENT_TYPES | GATEWAY_EVENT_TYPES
 
 
-class ProtocolError(Exception):
+class ProtocolError(GatewayError):
     """A client message was refused; ``code`` is an ``ErrorCode``. ``ref_id`` is the
     offending message's ``id`` when it had one."""
 

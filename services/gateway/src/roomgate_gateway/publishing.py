@@ -19,6 +19,7 @@ from roomgate_common.publisher import Published
 from roomgate_common.telemetry import inject_trace
 
 from roomgate_gateway.clients import KIND_NAMES, AuthRejected, PeerUnavailable, Principal
+from roomgate_gateway.errors import GatewayError
 from roomgate_gateway.gateway import Gateway
 from roomgate_gateway.protocol import EVENT_TYPES, RoomName, Str128
 
@@ -47,7 +48,7 @@ publish_decoder = msgspec.json.Decoder(PublishBody)
 batch_decoder = msgspec.json.Decoder(PublishBatch)
 
 
-class PublishError(Exception):
+class PublishError(GatewayError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from roomgate_gateway.errors import GatewayError
+
 
 class State(Enum):
     CONNECTING = "connecting"  # accepted, waiting for a token (query or first `auth`)
@@ -20,7 +22,7 @@ ALLOWED: dict[State, frozenset[State]] = {
 }
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(GatewayError):
     pass
 
 
