@@ -8,7 +8,10 @@ not the fan-out:
 - the gateway: ``POST /api/v1/publish`` with a service token (``publish`` permission); its
   CPU is split into the gateway process and the auth + roomauthz services it calls;
 - Centrifugo v6 (``make bench-tools``): ``POST /api/publish`` with its API key, Redis engine,
-  history on for the channel (the same settings as ``roomgate bench fanout``).
+  history on for the channel (the same settings as ``roomgate bench fanout``);
+- the naive Starlette server of ``roomgate bench fanout`` (``starlette_server``): the same
+  URLs, but it only parses the body and PUBLISHes it (no auth, no history), on uvicorn with
+  httptools and redis-py as the gateway: the floor of any HTTP publish in Python here.
 
 With ``--batch N`` each call carries N events: ``POST /api/v1/publish/batch`` against
 Centrifugo's ``POST /api/batch`` of N publish commands; the figures are then per event.
@@ -34,7 +37,7 @@ import jwt
 
 from roomgate_tools.bench import _procstat as procstat
 from roomgate_tools.bench._fanout.centrifugo import CentrifugoTarget, HttpApiPublisher
-from roomgate_tools.bench._fanout.targets import GatewayTarget, stop_all_started
+from roomgate_tools.bench._fanout.targets import GatewayTarget, StarletteTarget, stop_all_started
 from roomgate_tools.bench._http import HttpError, KeepAliveClient
 from roomgate_tools.procs import RedisProcess
 
@@ -48,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--publishers", type=int, default=4, help="concurrent kept-alive connections (4)"
     )
     parser.add_argument(
-        "--only", action="append", choices=("gateway", "centrifugo"), help="one server only"
+        "--only",
+        action="append",
+        choices=("gateway", "centrifugo", "starlette"),
+        help="one server only (repeatable; default: all three)",
     )
     parser.add_argument(
         "--batch", type=int, default=1, help="events per call (1: the single-event APIs)"
@@ -77,10 +83,13 @@ class Figures:
 
 
 class GatewayPublisher:
-    """``POST /api/v1/publish`` with a service token."""
+    """``POST /api/v1/publish`` with a service token (none for the naive server)."""
 
-    def __init__(self, target: GatewayTarget) -> None:
+    def __init__(self, target: GatewayTarget | StarletteTarget) -> None:
         self._http = KeepAliveClient(target.host, target.port)
+        self._headers: dict[str, str] = {}
+        if not isinstance(target, GatewayTarget):
+            return
         now = int(time.time())
         claims = {
             "iss": target.issuer,
@@ -115,6 +124,7 @@ class GatewayPublisher:
 
 
 Publisher = GatewayPublisher | HttpApiPublisher
+Target = GatewayTarget | CentrifugoTarget | StarletteTarget
 
 
 def _cpu(pids: list[int]) -> float:
@@ -168,7 +178,7 @@ async def _measure(
     )
 
 
-def _pids(target: GatewayTarget | CentrifugoTarget) -> tuple[int, list[int]]:
+def _pids(target: Target) -> tuple[int, list[int]]:
     peers = [
         p.proc.pid
         for p in target.processes
@@ -177,17 +187,15 @@ def _pids(target: GatewayTarget | CentrifugoTarget) -> tuple[int, list[int]]:
     return target.pid, peers
 
 
-async def _run_one(
-    target: GatewayTarget | CentrifugoTarget, args: argparse.Namespace, redis_url: str, work: Path
-) -> Figures:
+async def _run_one(target: Target, args: argparse.Namespace, redis_url: str, work: Path) -> Figures:
     await asyncio.to_thread(target.start, work, redis_url, 1)
     publishers: list[Publisher] = []
     try:
         for _ in range(args.publishers):
-            if isinstance(target, GatewayTarget):
-                publishers.append(GatewayPublisher(target))
-            else:
+            if isinstance(target, CentrifugoTarget):
                 publishers.append(await target.publisher(redis_url))
+            else:
+                publishers.append(GatewayPublisher(target))
         server, peers = _pids(target)
         return await _measure(
             target.name, publishers, server, peers, args.duration, max(1, args.batch)
@@ -204,8 +212,14 @@ async def _main(args: argparse.Namespace) -> list[Figures]:
     try:
         await asyncio.to_thread(redis.start)
         figures = []
-        for name in args.only or ("gateway", "centrifugo"):
-            target = GatewayTarget() if name == "gateway" else CentrifugoTarget()
+        for name in args.only or ("gateway", "centrifugo", "starlette"):
+            target: Target
+            if name == "gateway":
+                target = GatewayTarget()
+            elif name == "centrifugo":
+                target = CentrifugoTarget()
+            else:
+                target = StarletteTarget()
             figures.append(await _run_one(target, args, redis.url, work))
         return figures
     finally:
@@ -252,5 +266,11 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{verdict}  CPU per publish, gateway (+ auth, roomauthz) / centrifugo: {ratio:.2f} "
             f"(target <= {TARGET_CPU_RATIO:g})"
+        )
+    if "starlette" in by_name and "centrifugo" in by_name and by_name["centrifugo"].calls:
+        floor = by_name["starlette"].cpu_ms_per_call / by_name["centrifugo"].cpu_ms_per_call
+        print(
+            f"      the Python floor (naive Starlette: parse + PUBLISH, no auth) / centrifugo: "
+            f"{floor:.2f}"
         )
     return 0

@@ -6,17 +6,25 @@ its connected sockets. No authentication, no rooms, no queues.
 
 It relays the envelope of Roomgate's bus format (``b"<offset> <epoch> <envelope JSON>"``), so
 its clients receive the same frames the gateway's do.
+
+For ``roomgate bench publish`` it is also the floor of an HTTP publish in Python:
+``POST /api/v1/publish`` (one JSON event) and ``POST /api/v1/publish/batch`` (``{"events":
+[...]}``) parse the body and PUBLISH each event to the channel, answering 202; no
+authentication, no authorisation, no history.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from roomgate_tools.bench._fanout._serve import parse_args, serve
@@ -24,6 +32,20 @@ from roomgate_tools.bench._fanout._serve import parse_args, serve
 
 def build_app(redis_url: str, channel: str) -> Starlette:
     sockets: set[WebSocket] = set()
+    publisher = aioredis.Redis.from_url(redis_url)
+
+    async def publish(request: Request) -> Response:
+        event = json.loads(await request.body())
+        await publisher.publish(channel, b"0 0 " + json.dumps(event).encode())
+        return Response(status_code=202)
+
+    async def publish_batch(request: Request) -> Response:
+        events = json.loads(await request.body())["events"]
+        async with publisher.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.publish(channel, b"0 0 " + json.dumps(event).encode())
+            await pipe.execute()
+        return Response(status_code=202)
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
@@ -61,8 +83,14 @@ def build_app(redis_url: str, channel: str) -> Starlette:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await publisher.aclose()
 
-    return Starlette(routes=[WebSocketRoute("/ws", endpoint)], lifespan=lifespan)
+    routes = [
+        WebSocketRoute("/ws", endpoint),
+        Route("/api/v1/publish", publish, methods=["POST"]),
+        Route("/api/v1/publish/batch", publish_batch, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def main() -> None:
