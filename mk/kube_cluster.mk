@@ -61,3 +61,10 @@ $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2: $(CO
 	ln -sf $(CONTAINERD_DIR)/$(@F) $@
 $(KUBE_BIN)/coredns: $(COREDNS_BIN)
 $(KUBE_BIN)/traefik: $(TRAEFIK_BIN)
+
+.PHONY: cluster-up cluster-down
+cluster-up: cluster-tools ## start a real single-node cluster (state in .cache/cluster; prints KUBECONFIG and the ingress URL)
+	$(BIN)/python -m roomgate_tools.cluster up --dir $(CURDIR)/.cache/cluster
+
+cluster-down: ## stop what cluster-up started and remove its bridge, mounts and state
+	$(BIN)/python -m roomgate_tools.cluster down --dir $(CURDIR)/.cache/cluster
