@@ -6,6 +6,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -16,7 +17,7 @@ import (
 )
 
 func init() {
-	dnsserver.Directives = []string{"errors", "log", "health", "ready", "kubernetes", "cache", "loop"}
+	dnsserver.Directives = []string{"bind", "errors", "log", "health", "ready", "kubernetes", "cache", "loop"}
 }
 
 func main() { coremain.Run() }
