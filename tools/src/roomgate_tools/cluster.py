@@ -40,7 +40,6 @@ CLUSTER_DNS = BRIDGE_IP
 NODE_NAME = "roomgate-node"
 PAUSE_IMAGE = "roomgate.local/pause:1"
 CNI_BIN_DIR = "/usr/lib/cni"
-RUNC = "/usr/sbin/runc"
 UP_TIMEOUT = 180.0
 
 PAUSE_C = r"""
@@ -119,7 +118,7 @@ class Cluster:
                 find_binary("kube-controller-manager"), *common, f"--secure-port={free_port()}",
                 f"--service-account-private-key-file={certs / 'sa.key'}",
                 f"--root-ca-file={api.ca_file}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
                 "--use-service-account-credentials=false", "--leader-elect=false",
             ],
             "kube-controller-manager",
@@ -169,13 +168,12 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{PAUSE_IMAGE}"
 [plugins."io.containerd.cri.v1.runtime"]
-  enable_cdi = false
 [plugins."io.containerd.cri.v1.runtime".containerd]
   default_runtime_name = "runc"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-  BinaryName = "{RUNC}"
+  BinaryName = "{find_binary("runc")}"
   SystemdCgroup = false
 [plugins."io.containerd.cri.v1.runtime".cni]
   bin_dirs = ["{CNI_BIN_DIR}"]
@@ -398,9 +396,32 @@ def _bridge_up() -> None:
     _run("sysctl", "-qw", "net.ipv4.ip_forward=1", check=False)
 
 
+def _kill_shims(workdir: Path) -> None:
+    """containerd's shims (and their containers) reparent to init, out of PR_SET_PDEATHSIG's
+    reach: find them by the socket address under ``workdir`` and kill their process groups."""
+    address = str(workdir.resolve() / "containerd" / "containerd.sock")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"containerd-shim" in argv[0] and address.encode() in argv:
+            for child in Path("/proc").glob("[0-9]*"):
+                try:
+                    if (child / "stat").read_text().split(") ")[1].split()[1] == proc.name:
+                        os.kill(int(child.name), signal.SIGKILL)
+                except (OSError, IndexError, ValueError):
+                    continue
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+
+
 def _cleanup_host(workdir: Path) -> None:
     """Unmount what containerd and kubelet mounted under workdir; drop the bridge and the
     iptables chains kube-proxy and the CNI plugins made."""
+    _kill_shims(workdir)
     mounts = [
         line.split()[1]
         for line in Path("/proc/mounts").read_text().splitlines()
