@@ -168,6 +168,9 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{PAUSE_IMAGE}"
 [plugins."io.containerd.cri.v1.runtime"]
+  # This VM's root lacks CAP_SYS_RESOURCE: no process may lower its oom_score_adj, so the
+  # -998 of a sandbox fails in runc init; clamp every container's to containerd's own (0).
+  restrict_oom_score_adj = true
 [plugins."io.containerd.cri.v1.runtime".containerd]
   default_runtime_name = "runc"
 [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
