@@ -70,7 +70,7 @@ def cluster() -> Iterator[RunningCluster]:
     """One real cluster for the session, state (and logs) in .cache/e2e-cluster."""
     if WORKDIR.exists():
         shutil.rmtree(WORKDIR)
-    node = Cluster(WORKDIR)
+    node = Cluster(WORKDIR, ingress=False)  # Traefik does not build here (module proxy 403s)
     try:
         kubeconfig = node.start()
         yield RunningCluster(

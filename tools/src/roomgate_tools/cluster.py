@@ -64,8 +64,10 @@ def _write_json(path: Path, data: object) -> None:
 class Cluster:
     """Starts and supervises every component; ``stop`` ends them in reverse order."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, ingress: bool = True) -> None:
+        """``ingress=False``: no Traefik (tests that do not need one, or no traefik binary)."""
         self.workdir = workdir
+        self.ingress = ingress
         self.procs: list[ManagedProcess] = []
         self.env = {"PATH": f"{Path(find_binary('containerd')).parent}:{os.environ['PATH']}"}
 
@@ -81,7 +83,8 @@ class Cluster:
         self._kubelet(kubeconfig, sock)
         self._kube_proxy(kubeconfig)
         self._coredns(kubeconfig)
-        self._traefik(kubeconfig)
+        if self.ingress:
+            self._traefik(kubeconfig)
         self._wait_node_ready(kubeconfig, deadline)
         return kubeconfig
 
@@ -307,23 +310,28 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
         )  # fmt: skip
 
     def _wait_node_ready(self, kubeconfig: Path, deadline: float) -> None:
-        kubectl = find_binary("kubectl")
-        last = ""
+        from roomgate_tools.controlplane import KubeAPI
+
+        api = KubeAPI(
+            url=_server(kubeconfig), token=_token(kubeconfig), kubeconfig=kubeconfig,
+            ca_file=Path(_ca(kubeconfig)),
+        )  # fmt: skip
+        last: object = ""
         while time.monotonic() < deadline:
             for proc in self.procs:
                 if not proc.running:
                     raise ProcessError(
                         f"{Path(proc.argv[0]).name} exited:\n" + proc.output()[-4000:]
                     )
-            res = _run(
-                kubectl, f"--kubeconfig={kubeconfig}", "get", "node", NODE_NAME, "-o",
-                "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False,
-            )  # fmt: skip
-            if res.stdout.strip() == "True":
+            status, node = api.request("GET", f"/api/v1/nodes/{NODE_NAME}")
+            conditions = node.get("status", {}).get("conditions") or []
+            if status == 200 and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in conditions
+            ):
                 return
-            last = res.stdout + res.stderr
+            last = conditions or node.get("message", status)
             time.sleep(1)
-        raise ProcessError(f"node {NODE_NAME} not Ready in time ({last[-500:]})")
+        raise ProcessError(f"node {NODE_NAME} not Ready in time ({str(last)[-500:]})")
 
 
 # Unlike the bare control plane, pods need service-account tokens (the operator talks to the API).
