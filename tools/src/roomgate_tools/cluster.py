@@ -324,10 +324,8 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
                         f"{Path(proc.argv[0]).name} exited:\n" + proc.output()[-4000:]
                     )
             status, node = api.request("GET", f"/api/v1/nodes/{NODE_NAME}")
-            conditions = node.get("status", {}).get("conditions") or []
-            if status == 200 and any(
-                c["type"] == "Ready" and c["status"] == "True" for c in conditions
-            ):
+            conditions = (node.get("status", {}).get("conditions") or []) if status == 200 else []
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
                 return
             last = conditions or node.get("message", status)
             time.sleep(1)
