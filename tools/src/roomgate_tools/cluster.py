@@ -448,6 +448,43 @@ def _cleanup_host(workdir: Path) -> None:
     for table, chains in {"nat": ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SNAT")}.items():
         for chain in chains:
             _run("iptables", "-t", table, "-F", chain, check=False)
+    _drop_kubelet_chains()
+    _drop_kubepods_cgroups()
+
+
+# Chains kubelet (and kube-proxy's hint) create, which `kube-proxy --cleanup` leaves behind;
+# KUBE-FIREWALL drops 127.0.0.0/8 traffic from other sources, so it must not outlive us.
+_KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+
+
+def _drop_kubelet_chains() -> None:
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            listing = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
+            for rule in listing:
+                words = rule.split()
+                if words[:1] == ["-A"] and "-j" in words and words[-1] in _KUBELET_CHAINS:
+                    _run(tool, "-t", table, "-D", *words[1:], check=False)
+            for chain in _KUBELET_CHAINS:
+                if f"-N {chain}" in listing:
+                    _run(tool, "-t", table, "-F", chain, check=False)
+                    _run(tool, "-t", table, "-X", chain, check=False)
+
+
+def _drop_kubepods_cgroups() -> None:
+    """kubelet's cgroupfs hierarchy (/sys/fs/cgroup/<controller>/kubepods), once empty."""
+    for top in Path("/sys/fs/cgroup").glob("*/kubepods"):
+        for cgroup in sorted(
+            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
+            try:
+                cgroup.rmdir()
+            except OSError:
+                continue
+        try:
+            top.rmdir()
+        except OSError:
+            continue
 
 
 # -- up / down / run -------------------------------------------------------------------
