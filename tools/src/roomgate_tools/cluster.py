@@ -149,6 +149,8 @@ class Cluster:
                         "hairpinMode": True,
                         "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR,
                                  "rangeStart": "10.88.1.1", "gateway": BRIDGE_IP}]],
+                                 # Service IPs are outside the pod subnet: via the bridge.
+                                 "routes": [{"dst": "0.0.0.0/0"}],
                                  "dataDir": str(self.workdir / "cni" / "ipam")},
                     },
                     {"type": "portmap", "capabilities": {"portMappings": True}},
