@@ -7,9 +7,14 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import RunningCluster
 
 NODE = "roomgate-node"
+
+# A cluster start and image imports take longer than the suite's default timeout.
+pytestmark = pytest.mark.timeout(600)
 
 
 def _condition(obj: dict[str, Any], kind: str) -> str:

@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from roomgate_tools.controlplane import REPO_ROOT, find_binary
 from roomgate_tools.images import INFRA_REF, SERVICES, chart_images
 
@@ -15,6 +16,9 @@ from tests.e2e.conftest import RunningCluster
 CHART = REPO_ROOT / "charts" / "roomgate"
 VALUES = Path(__file__).with_name("values-cluster.yaml")
 NAMESPACE = "roomgate"
+
+# A cluster start and image imports take longer than the suite's default timeout.
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_chart_installs_and_every_pod_becomes_ready(cluster: RunningCluster) -> None:
