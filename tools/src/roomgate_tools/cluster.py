@@ -240,6 +240,8 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
                 "podCIDR": POD_CIDR,
                 "maxPods": 110,
                 "shutdownGracePeriod": "0s",
+                # Not /var/log/pods; /var/log/containers still gets links (_cleanup_host).
+                "podLogsDir": str(self.workdir / "pod-logs"),
             },
         )  # fmt: skip
         self._start(
@@ -452,6 +454,15 @@ def _cleanup_host(workdir: Path) -> None:
             _run("iptables", "-t", table, "-F", chain, check=False)
     _drop_kubelet_chains()
     _drop_kubepods_cgroups()
+    _drop_container_log_links(workdir)
+
+
+def _drop_container_log_links(workdir: Path) -> None:
+    """kubelet links every container's log into /var/log/containers (fixed path)."""
+    ours = str(workdir.resolve() / "pod-logs")
+    for link in Path("/var/log/containers").glob("*.log"):
+        if link.is_symlink() and os.readlink(link).startswith(ours):
+            link.unlink()
 
 
 # Chains kubelet (and kube-proxy's hint) create, which `kube-proxy --cleanup` leaves behind;
