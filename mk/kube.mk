@@ -103,7 +103,8 @@ $(SKAFFOLD_SCHEMAS)/.done:
 .PHONY: kube-gomod
 kube-gomod: ## regenerate tools/kube/*/go.mod for KUBE_VERSION / ETCD_VERSION
 	$(BIN)/python tools/kube/gen_gomod.py apiserver $(KUBE_VERSION)
-	cd tools/kube/apiserver && rm -f go.sum && $(KUBE_GO) get -tool k8s.io/kubernetes/cmd/kube-apiserver@$(KUBE_VERSION)
+	cd tools/kube/apiserver && rm -f go.sum && for c in kube-apiserver $(CLUSTER_COMPONENTS); do \
+	  $(KUBE_GO) get -tool k8s.io/kubernetes/cmd/$$c@$(KUBE_VERSION) || exit 1; done
 	$(BIN)/python tools/kube/gen_gomod.py etcd $(ETCD_VERSION)
 	cd tools/kube/etcd && rm -f go.sum && $(KUBE_GO) get -tool go.etcd.io/etcd/server/v3@$(ETCD_VERSION)
 

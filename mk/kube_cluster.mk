@@ -1,0 +1,70 @@
+# (Named kube_cluster.mk so that mk/*.mk includes it after mk/kube.mk, whose variables it uses.)
+# A real single-node cluster for end-to-end tests (issue 15): the node components built from
+# the same Go module as kube-apiserver (tools/kube/apiserver/go.mod), cached under
+# $(KUBE_TOOLS)/<name>-<version> like mk/kube.mk does, so a second build is a no-op and a fresh
+# clone relinks from the shared Go build cache.
+
+CLUSTER_COMPONENTS := kubelet kube-controller-manager kube-scheduler kube-proxy
+CLUSTER_BINS := $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_TOOLS)/$(c)-$(KUBE_VERSION))
+
+.PHONY: cluster-tools
+cluster-tools: kube-tools $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_BIN)/$(c)) ## build kubelet, controller-manager, scheduler, kube-proxy (cached in .cache/kube-tools)
+
+$(KUBE_TOOLS)/%-$(KUBE_VERSION): | tools/kube/apiserver/go.mod tools/kube/apiserver/go.sum
+	@mkdir -p $(KUBE_TOOLS)
+	cd tools/kube/apiserver && time $(KUBE_GO) build -trimpath -o $@.tmp \
+		-ldflags "-s -w $(call KUBE_LDFLAGS_VERSION,component-base) $(call KUBE_LDFLAGS_VERSION,client-go/pkg)" \
+		k8s.io/kubernetes/cmd/$*
+	mv $@.tmp $@
+
+$(foreach c,$(CLUSTER_COMPONENTS),$(eval $(KUBE_BIN)/$(c): $(KUBE_TOOLS)/$(c)-$(KUBE_VERSION)))
+
+# The rest of the node, also from the Go module proxy (no registry is reachable here):
+# containerd v2 (kubelet 1.36 needs a CRI newer than Debian's containerd 1.6), built without
+# tracing, systemd and the snapshotters the cluster does not use; CoreDNS with only the plugins
+# its Corefile uses (tools/kube/coredns); Traefik v3 as the ingress controller, built inside its
+# module (its go.mod has relative replace directives, so `go install mod@version` refuses it).
+CONTAINERD_VERSION ?= v2.4.2
+COREDNS_VERSION ?= v1.15.0
+TRAEFIK_VERSION ?= v3.7.13
+CONTAINERD_TAGS := no_btrfs no_devmapper no_zfs no_tracing no_systemd no_aufs
+CONTAINERD_DIR := $(KUBE_TOOLS)/containerd-$(CONTAINERD_VERSION)
+COREDNS_BIN := $(KUBE_TOOLS)/coredns-$(COREDNS_VERSION)
+TRAEFIK_BIN := $(KUBE_TOOLS)/traefik-$(TRAEFIK_VERSION)
+
+cluster-tools: $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2 $(KUBE_BIN)/coredns $(KUBE_BIN)/traefik
+
+$(CONTAINERD_DIR)/.done:
+	@mkdir -p $(CONTAINERD_DIR)
+	time env GOBIN=$(CONTAINERD_DIR) $(KUBE_GO) install -trimpath -tags "$(CONTAINERD_TAGS)" \
+		-ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION)" \
+		github.com/containerd/containerd/v2/cmd/containerd@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/ctr@$(CONTAINERD_VERSION) \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$(CONTAINERD_VERSION)
+	touch $@
+
+$(COREDNS_BIN): | tools/kube/coredns/go.mod tools/kube/coredns/go.sum tools/kube/coredns/main.go
+	@mkdir -p $(KUBE_TOOLS)
+	cd tools/kube/coredns && time $(KUBE_GO) build -trimpath -o $@.tmp -ldflags "-s -w" .
+	mv $@.tmp $@
+
+$(TRAEFIK_BIN):
+	@mkdir -p $(KUBE_TOOLS)
+	dir=$$(GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json github.com/traefik/traefik/v3@$(TRAEFIK_VERSION) \
+	  | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if d.get("Error") else print(d["Dir"])') \
+	  && cd "$$dir" && time $(KUBE_GO) build -trimpath -o $@.tmp \
+		-ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)" ./cmd/traefik
+	mv $@.tmp $@
+
+$(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2: $(CONTAINERD_DIR)/.done
+	@mkdir -p $(KUBE_BIN)
+	ln -sf $(CONTAINERD_DIR)/$(@F) $@
+$(KUBE_BIN)/coredns: $(COREDNS_BIN)
+$(KUBE_BIN)/traefik: $(TRAEFIK_BIN)
+
+.PHONY: cluster-up cluster-down
+cluster-up: cluster-tools ## start a real single-node cluster (state in .cache/cluster; prints KUBECONFIG and the ingress URL)
+	$(BIN)/python -m roomgate_tools.cluster up --dir $(CURDIR)/.cache/cluster
+
+cluster-down: ## stop what cluster-up started and remove its bridge, mounts and state
+	$(BIN)/python -m roomgate_tools.cluster down --dir $(CURDIR)/.cache/cluster

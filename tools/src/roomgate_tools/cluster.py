@@ -1,0 +1,612 @@
+"""A real single-node Kubernetes cluster on this machine for end-to-end tests (issue 15).
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet (CNI: the
+Debian bridge/host-local/loopback/portmap plugins on a bridge of our own), kube-proxy
+(iptables), CoreDNS and Traefik v3 (Kubernetes Ingress provider) run as host processes with
+all state under one directory. They listen on 127.0.0.1 or on the cluster's own bridge
+(``BRIDGE``, ``BRIDGE_IP``), never on other interfaces.
+
+``up`` starts a *runner* (``python -m roomgate_tools.cluster run``) in its own session; the
+runner starts every component with PR_SET_PDEATHSIG (procs.ManagedProcess ``detached=True``),
+so when the runner dies, even by SIGKILL, the kernel stops them all. ``down`` stops the
+runner and removes the bridge, the iptables chains kube-proxy made and the state directory.
+``up`` first clears what a dead earlier cluster left in the same directory.
+
+Binaries come from ``$ROOMGATE_KUBE_TOOLS`` / ``.cache/kube-tools/bin`` (``make cluster-tools``)
+or ``$PATH``; a missing one raises ProcessError. Needs root (bridge, iptables, containers).
+
+    python -m roomgate_tools.cluster up --dir .cache/cluster     # prints KUBECONFIG=...
+    python -m roomgate_tools.cluster down --dir .cache/cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from roomgate_tools.controlplane import REPO_ROOT, SERVICE_CIDR, find_binary
+from roomgate_tools.procs import ManagedProcess, ProcessError, free_port
+
+BRIDGE = "rgcni0"
+BRIDGE_IP = "10.88.0.1"
+POD_CIDR = "10.88.0.0/16"
+CLUSTER_DNS = BRIDGE_IP
+NODE_NAME = "roomgate-node"
+PAUSE_IMAGE = "roomgate.local/pause:1"
+CNI_BIN_DIR = "/usr/lib/cni"
+UP_TIMEOUT = 180.0
+
+PAUSE_C = r"""
+#include <signal.h>
+#include <unistd.h>
+static void stop(int s) { (void)s; _exit(0); }
+int main(void) {
+    signal(SIGTERM, stop); signal(SIGINT, stop); signal(SIGCHLD, SIG_IGN);
+    for (;;) pause();
+}
+"""
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2))
+
+
+class Cluster:
+    """Starts and supervises every component; ``stop`` ends them in reverse order."""
+
+    def __init__(self, workdir: Path, *, ingress: bool = True) -> None:
+        """``ingress=False``: no Traefik (tests that do not need one, or no traefik binary)."""
+        self.workdir = workdir
+        self.ingress = ingress
+        self.procs: list[ManagedProcess] = []
+        self.env = {"PATH": f"{Path(find_binary('containerd')).parent}:{os.environ['PATH']}"}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, timeout: float = UP_TIMEOUT) -> Path:
+        deadline = time.monotonic() + timeout
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        _bridge_up()
+        kubeconfig = self._control_plane(deadline)
+        sock = self._containerd(deadline)
+        self._pause_image(sock)
+        self._kubelet(kubeconfig, sock)
+        self._kube_proxy(kubeconfig)
+        self._coredns(kubeconfig)
+        if self.ingress:
+            self._traefik(kubeconfig)
+        self._wait_node_ready(kubeconfig, deadline)
+        return kubeconfig
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop(timeout=10)
+        self.procs.clear()
+        _cleanup_host(self.workdir)
+
+    # -- components --------------------------------------------------------------------
+
+    def _start(self, argv: list[str], name: str) -> ManagedProcess:
+        proc = ManagedProcess(
+            argv, log_path=self.workdir / "logs" / f"{name}.log", env=self.env,
+            cwd=self.workdir, detached=True,
+        )  # fmt: skip
+        proc.start()
+        self.procs.append(proc)
+        return proc
+
+    def _control_plane(self, deadline: float) -> Path:
+        from roomgate_tools.controlplane import ControlPlane
+
+        plane = ControlPlane(self.workdir / "controlplane")
+        plane._process = lambda argv, log_name: self._start(  # type: ignore[method-assign]
+            [*argv, *(_APISERVER_EXTRA if "kube-apiserver" in argv[0] else [])],
+            log_name.removesuffix(".log"),
+        )
+        api = plane.start(timeout=max(deadline - time.monotonic(), 1))
+        certs = self.workdir / "controlplane" / "certs"
+        common = [f"--kubeconfig={api.kubeconfig}", "--bind-address=127.0.0.1"]
+        self._start(
+            [
+                find_binary("kube-controller-manager"), *common, f"--secure-port={free_port()}",
+                f"--service-account-private-key-file={certs / 'sa.key'}",
+                f"--root-ca-file={api.ca_file}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
+                "--use-service-account-credentials=false", "--leader-elect=false",
+            ],
+            "kube-controller-manager",
+        )  # fmt: skip
+        self._start(
+            [find_binary("kube-scheduler"), *common, f"--secure-port={free_port()}",
+             "--leader-elect=false"],
+            "kube-scheduler",
+        )  # fmt: skip
+        return api.kubeconfig
+
+    def _containerd(self, deadline: float) -> Path:
+        base = self.workdir / "containerd"
+        (base / "root").mkdir(parents=True, exist_ok=True)
+        net_d = self.workdir / "cni" / "net.d"
+        net_d.mkdir(parents=True, exist_ok=True)
+        _write_json(
+            net_d / "10-roomgate.conflist",
+            {
+                "cniVersion": "1.0.0",
+                "name": "roomgate",
+                "plugins": [
+                    {
+                        "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
+                        "hairpinMode": True,
+                        "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_CIDR,
+                                 "rangeStart": "10.88.1.1", "gateway": BRIDGE_IP}]],
+                                 # Service IPs are outside the pod subnet: via the bridge.
+                                 "routes": [{"dst": "0.0.0.0/0"}],
+                                 "dataDir": str(self.workdir / "cni" / "ipam")},
+                    },
+                    {"type": "portmap", "capabilities": {"portMappings": True}},
+                ],
+            },
+        )  # fmt: skip
+        sock = base / "containerd.sock"
+        config = base / "config.toml"
+        config.write_text(
+            f"""version = 3
+root = "{base / "root"}"
+state = "{base / "state"}"
+disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{sock}"
+[ttrpc]
+  address = "{sock}.ttrpc"
+[debug]
+  level = "warn"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{PAUSE_IMAGE}"
+[plugins."io.containerd.cri.v1.runtime"]
+  # This VM's root lacks CAP_SYS_RESOURCE: no process may lower its oom_score_adj, so the
+  # -998 of a sandbox fails in runc init; clamp every container's to containerd's own (0).
+  restrict_oom_score_adj = true
+[plugins."io.containerd.cri.v1.runtime".containerd]
+  default_runtime_name = "runc"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+  BinaryName = "{find_binary("runc")}"
+  SystemdCgroup = false
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["{CNI_BIN_DIR}"]
+  conf_dir = "{net_d}"
+[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"""
+        )
+        proc = self._start([find_binary("containerd"), f"--config={config}"], "containerd")
+        while not sock.exists():
+            if not proc.running or time.monotonic() > deadline:
+                raise ProcessError("containerd did not start:\n" + proc.output()[-4000:])
+            time.sleep(0.1)
+        return sock
+
+    def _pause_image(self, sock: Path) -> None:
+        """A pause image from a static C binary: no registry is reachable here."""
+        build = self.workdir / "pause"
+        build.mkdir(exist_ok=True)
+        (build / "pause.c").write_text(PAUSE_C)
+        _run("gcc", "-static", "-Os", "-s", "-o", str(build / "pause"), str(build / "pause.c"))
+        import_oci_image(build, {"pause": build / "pause"}, PAUSE_IMAGE, ["/pause"])
+        ctr_import(sock, build / "image.tar")
+
+    def _kubelet(self, kubeconfig: Path, sock: Path) -> None:
+        base = self.workdir / "kubelet"
+        base.mkdir(exist_ok=True)
+        resolv = base / "resolv.conf"
+        resolv.write_text("nameserver 127.0.0.1\n")
+        config = base / "config.json"
+        _write_json(
+            config,
+            {
+                "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                "kind": "KubeletConfiguration",
+                "failCgroupV1": False,
+                "failSwapOn": False,
+                "cgroupDriver": "cgroupfs",
+                "containerRuntimeEndpoint": f"unix://{sock}",
+                "address": BRIDGE_IP,
+                "port": free_port(),
+                "readOnlyPort": 0,
+                "healthzBindAddress": "127.0.0.1",
+                "healthzPort": free_port(),
+                "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
+                "authorization": {"mode": "AlwaysAllow"},
+                "clusterDNS": [CLUSTER_DNS],
+                "clusterDomain": "cluster.local",
+                "resolvConf": str(resolv),
+                "serializeImagePulls": False,
+                "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                                 "imagefs.available": "1%"},
+                "imageGCHighThresholdPercent": 100,
+                "imageGCLowThresholdPercent": 99,
+                "podCIDR": POD_CIDR,
+                "maxPods": 110,
+                "shutdownGracePeriod": "0s",
+                # Not /var/log/pods; /var/log/containers still gets links (_cleanup_host).
+                "podLogsDir": str(self.workdir / "pod-logs"),
+            },
+        )  # fmt: skip
+        self._start(
+            [
+                find_binary("kubelet"), f"--config={config}", f"--kubeconfig={kubeconfig}",
+                f"--root-dir={base / 'root'}", f"--cert-dir={base / 'pki'}",
+                f"--node-ip={BRIDGE_IP}", f"--hostname-override={NODE_NAME}", "--v=1",
+            ],
+            "kubelet",
+        )  # fmt: skip
+
+    def _kube_proxy(self, kubeconfig: Path) -> None:
+        config = self.workdir / "kube-proxy.json"
+        _write_json(
+            config,
+            {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "mode": "iptables",
+                "clusterCIDR": POD_CIDR,
+                "hostnameOverride": NODE_NAME,
+                "bindAddress": BRIDGE_IP,
+                "healthzBindAddress": f"127.0.0.1:{free_port()}",
+                "metricsBindAddress": f"127.0.0.1:{free_port()}",
+                "nodePortAddresses": ["127.0.0.1/32"],
+                "conntrack": {"maxPerCore": 0},
+            },
+        )
+        self._start([find_binary("kube-proxy"), f"--config={config}"], "kube-proxy")
+
+    def _coredns(self, kubeconfig: Path) -> None:
+        corefile = self.workdir / "Corefile"
+        corefile.write_text(
+            f""".:53 {{
+    bind {BRIDGE_IP}
+    errors
+    health 127.0.0.1:{free_port()}
+    ready 127.0.0.1:{free_port()}
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} roomgate-test
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 30
+    loop
+}}
+"""
+        )
+        self._start([find_binary("coredns"), "-conf", str(corefile)], "coredns")
+
+    def _traefik(self, kubeconfig: Path) -> None:
+        port = int(os.environ.get("ROOMGATE_CLUSTER_INGRESS_PORT", "0")) or free_port()
+        (self.workdir / "ingress-port").write_text(str(port))
+        self._start(
+            [
+                find_binary("traefik"), f"--entryPoints.web.address=127.0.0.1:{port}",
+                "--providers.kubernetesingress=true",
+                f"--providers.kubernetesingress.endpoint={_server(kubeconfig)}",
+                f"--providers.kubernetesingress.token={_token(kubeconfig)}",
+                f"--providers.kubernetesingress.certauthfilepath={_ca(kubeconfig)}",
+                "--providers.kubernetesingress.ingressclass=traefik",
+                "--providers.kubernetesingress.allowEmptyServices=true",
+                "--entryPoints.web.transport.respondingTimeouts.readTimeout=0",
+                "--log.level=INFO", "--ping=true",
+                f"--entryPoints.ping.address=127.0.0.1:{free_port()}",
+                "--ping.entryPoint=ping",
+            ],
+            "traefik",
+        )  # fmt: skip
+
+    def _wait_node_ready(self, kubeconfig: Path, deadline: float) -> None:
+        from roomgate_tools.controlplane import KubeAPI
+
+        api = KubeAPI(
+            url=_server(kubeconfig), token=_token(kubeconfig), kubeconfig=kubeconfig,
+            ca_file=Path(_ca(kubeconfig)),
+        )  # fmt: skip
+        last: object = ""
+        while time.monotonic() < deadline:
+            for proc in self.procs:
+                if not proc.running:
+                    raise ProcessError(
+                        f"{Path(proc.argv[0]).name} exited:\n" + proc.output()[-4000:]
+                    )
+            status, node = api.request("GET", f"/api/v1/nodes/{NODE_NAME}")
+            conditions = (node.get("status", {}).get("conditions") or []) if status == 200 else []
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                return
+            last = conditions or node.get("message", status)
+            time.sleep(1)
+        raise ProcessError(f"node {NODE_NAME} not Ready in time ({str(last)[-500:]})")
+
+
+# Unlike the bare control plane, pods need service-account tokens (the operator talks to the API).
+_APISERVER_EXTRA: list[str] = ["--disable-admission-plugins="]
+
+
+def _kubeconfig(kubeconfig: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads(kubeconfig.read_text())
+    return data
+
+
+def _server(kubeconfig: Path) -> str:
+    return str(_kubeconfig(kubeconfig)["clusters"][0]["cluster"]["server"])  # type: ignore[index]
+
+
+def _ca(kubeconfig: Path) -> str:
+    cluster = _kubeconfig(kubeconfig)["clusters"][0]["cluster"]  # type: ignore[index]
+    return str(cluster["certificate-authority"])
+
+
+def _token(kubeconfig: Path) -> str:
+    return str(_kubeconfig(kubeconfig)["users"][0]["user"]["token"])  # type: ignore[index]
+
+
+def import_oci_image(build: Path, files: dict[str, Path], ref: str, entrypoint: list[str]) -> Path:
+    """A docker-archive (``docker save`` format) of one layer holding ``files``."""
+    import hashlib
+    import tarfile
+
+    layer = build / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        for name, src in files.items():
+            tar.add(src, arcname=name)
+    digest = hashlib.sha256(layer.read_bytes()).hexdigest()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Entrypoint": entrypoint},
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest}"]},
+    }
+    config_bytes = json.dumps(config).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    out = build / "image.tar"
+    with tarfile.open(out, "w") as tar:
+        tar.add(layer, arcname=f"{digest}/layer.tar")
+        (build / config_name).write_bytes(config_bytes)
+        tar.add(build / config_name, arcname=config_name)
+        manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": [f"{digest}/layer.tar"]}]
+        (build / "manifest.json").write_text(json.dumps(manifest))
+        tar.add(build / "manifest.json", arcname="manifest.json")
+    return out
+
+
+def ctr_import(sock: Path, archive: Path) -> None:
+    """Import a ``docker save`` archive into containerd's ``k8s.io`` namespace."""
+    res = _run(
+        find_binary("ctr"), f"--address={sock}", "-n", "k8s.io", "images", "import",
+        "--no-unpack=false", str(archive), check=False,
+    )  # fmt: skip
+    if res.returncode:
+        raise ProcessError(f"ctr images import {archive} failed: {res.stderr[-2000:]}")
+
+
+# -- the host outside the state directory ----------------------------------------------
+
+
+def _bridge_up() -> None:
+    if _run("ip", "link", "show", BRIDGE, check=False).returncode:
+        _run("ip", "link", "add", BRIDGE, "type", "bridge")
+    _run("ip", "addr", "replace", f"{BRIDGE_IP}/16", "dev", BRIDGE)
+    _run("ip", "link", "set", BRIDGE, "up")
+    # Pods reach the host's DNS/API/ingress on the bridge, and each other (br_netfilter).
+    _run("sysctl", "-qw", "net.ipv4.ip_forward=1", check=False)
+
+
+def _kill_shims(workdir: Path) -> None:
+    """containerd's shims (and their containers) reparent to init, out of PR_SET_PDEATHSIG's
+    reach: find them by the socket address under ``workdir`` and kill their process groups."""
+    address = str(workdir.resolve() / "containerd" / "containerd.sock")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"containerd-shim" in argv[0] and address.encode() in argv:
+            for child in Path("/proc").glob("[0-9]*"):
+                try:
+                    if (child / "stat").read_text().split(") ")[1].split()[1] == proc.name:
+                        os.kill(int(child.name), signal.SIGKILL)
+                except (OSError, IndexError, ValueError):
+                    continue
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+
+
+def _cleanup_host(workdir: Path) -> None:
+    """Unmount what containerd and kubelet mounted under workdir; drop the bridge and the
+    iptables chains kube-proxy and the CNI plugins made."""
+    _kill_shims(workdir)
+    mounts = [
+        line.split()[1]
+        for line in Path("/proc/mounts").read_text().splitlines()
+        if line.split()[1].startswith(str(workdir.resolve()))
+    ]
+    for mount in sorted(mounts, key=len, reverse=True):
+        _run("umount", "-l", mount, check=False)
+    netns = Path("/run/netns")
+    if netns.is_dir():
+        for ns in netns.glob("cni-*"):
+            _run("ip", "netns", "delete", ns.name, check=False)
+    _run("ip", "link", "delete", BRIDGE, check=False)
+    proxy = find_binary("kube-proxy")
+    _run(proxy, "--cleanup", check=False)
+    for table, chains in {"nat": ("CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SNAT")}.items():
+        for chain in chains:
+            _run("iptables", "-t", table, "-F", chain, check=False)
+    _drop_kubelet_chains()
+    _drop_kubepods_cgroups()
+    _drop_container_log_links(workdir)
+
+
+def _drop_container_log_links(workdir: Path) -> None:
+    """kubelet links every container's log into /var/log/containers (fixed path)."""
+    ours = str(workdir.resolve() / "pod-logs")
+    for link in Path("/var/log/containers").glob("*.log"):
+        if link.is_symlink() and os.readlink(link).startswith(ours):
+            link.unlink()
+
+
+# Chains kubelet (and kube-proxy's hint) create, which `kube-proxy --cleanup` leaves behind;
+# KUBE-FIREWALL drops 127.0.0.0/8 traffic from other sources, so it must not outlive us.
+_KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
+
+
+def _drop_kubelet_chains() -> None:
+    for tool in ("iptables", "ip6tables"):
+        for table in ("filter", "nat", "mangle"):
+            listing = _run(tool, "-t", table, "-S", check=False).stdout.splitlines()
+            for rule in listing:
+                words = rule.split()
+                if words[:1] == ["-A"] and "-j" in words and words[-1] in _KUBELET_CHAINS:
+                    _run(tool, "-t", table, "-D", *words[1:], check=False)
+            for chain in _KUBELET_CHAINS:
+                if f"-N {chain}" in listing:
+                    _run(tool, "-t", table, "-F", chain, check=False)
+                    _run(tool, "-t", table, "-X", chain, check=False)
+
+
+def _drop_kubepods_cgroups() -> None:
+    """kubelet's cgroupfs hierarchy (/sys/fs/cgroup/<controller>/kubepods), once empty."""
+    for top in Path("/sys/fs/cgroup").glob("*/kubepods"):
+        for cgroup in sorted(
+            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
+        ):
+            try:
+                cgroup.rmdir()
+            except OSError:
+                continue
+        try:
+            top.rmdir()
+        except OSError:
+            continue
+
+
+# -- up / down / run -------------------------------------------------------------------
+
+
+def _state(workdir: Path) -> dict[str, object] | None:
+    path = workdir / "state.json"
+    if not path.exists():
+        return None
+    data: dict[str, object] = json.loads(path.read_text())
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _run_cluster(workdir: Path) -> int:
+    """The runner: start everything, write state.json, wait for SIGTERM, stop everything."""
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    cluster = Cluster(workdir)
+    try:
+        kubeconfig = cluster.start()
+        _write_json(
+            workdir / "state.json",
+            {"runner": os.getpid(), "kubeconfig": str(kubeconfig),
+             "ingress": f"http://127.0.0.1:{(workdir / 'ingress-port').read_text()}"},
+        )  # fmt: skip
+        while not stop:
+            for proc in cluster.procs:
+                if not proc.running:
+                    print(f"{proc.argv[0]} exited: stopping", file=sys.stderr)
+                    stop = True
+            time.sleep(0.5)
+    except BaseException as exc:
+        (workdir / "failed").write_text(str(exc))
+        raise
+    finally:
+        cluster.stop()
+    return 0
+
+
+def _down(workdir: Path) -> int:
+    state = _state(workdir)
+    runner_pid_file = workdir / "runner.pid"
+    pid = int(runner_pid_file.read_text()) if runner_pid_file.exists() else 0
+    if state:
+        pid = int(str(state["runner"]))
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(600):
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    if workdir.exists():
+        _cleanup_host(workdir)
+        _run("rm", "-rf", "--one-file-system", str(workdir), check=False)
+    print("stopped")
+    return 0
+
+
+def _up(workdir: Path, timeout: float) -> int:
+    _down(workdir)  # clears a dead (or live) earlier cluster in the same directory
+    workdir.mkdir(parents=True)
+    log = (workdir / "runner.log").open("ab")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "roomgate_tools.cluster", "run", "--dir", str(workdir)],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    (workdir / "runner.pid").write_text(str(runner.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = _state(workdir)
+        if state:
+            print(f"ingress: {state['ingress']}\nexport KUBECONFIG={state['kubeconfig']}")
+            return 0
+        if runner.poll() is not None:
+            print((workdir / "runner.log").read_text()[-6000:], file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(f"cluster not up in {timeout}s; see {workdir}/logs", file=sys.stderr)
+    _down(workdir)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m roomgate_tools.cluster")
+    parser.add_argument("action", choices=["up", "down", "run"])
+    parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cache" / "cluster")
+    parser.add_argument("--timeout", type=float, default=UP_TIMEOUT)
+    args = parser.parse_args(argv)
+    workdir = args.dir.resolve()
+    if args.action == "run":
+        return _run_cluster(workdir)
+    return _up(workdir, args.timeout) if args.action == "up" else _down(workdir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
