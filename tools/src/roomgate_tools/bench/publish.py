@@ -82,27 +82,29 @@ class Figures:
         return 1000 * (self.server_cpu_s + self.peers_cpu_s) / self.calls if self.calls else 0.0
 
 
-class GatewayPublisher:
-    """``POST /api/v1/publish`` with a service token (none for the naive server)."""
+def service_token_headers(target: GatewayTarget) -> dict[str, str]:
+    """The ``Authorization`` of a backend allowed to publish, signed for ``target``'s auth."""
+    now = int(time.time())
+    claims = {
+        "iss": target.issuer,
+        "aud": target.audience,
+        "sub": "bench-backend",
+        "kind": "service",
+        "perms": ["publish"],
+        "iat": now,
+        "exp": now + 3600,
+        "jti": secrets.token_urlsafe(16),
+    }
+    return {"Authorization": f"Bearer {jwt.encode(claims, target.secret, algorithm='HS256')}"}
 
-    def __init__(self, target: GatewayTarget | StarletteTarget) -> None:
+
+class RoomgatePublisher:
+    """``POST /api/v1/publish`` and ``/api/v1/publish/batch``: the gateway's API (with a
+    service token) or the naive server's copy of its URLs (no headers)."""
+
+    def __init__(self, target: GatewayTarget | StarletteTarget, headers: dict[str, str]) -> None:
         self._http = KeepAliveClient(target.host, target.port)
-        self._headers: dict[str, str] = {}
-        if not isinstance(target, GatewayTarget):
-            return
-        now = int(time.time())
-        claims = {
-            "iss": target.issuer,
-            "aud": target.audience,
-            "sub": "bench-backend",
-            "kind": "service",
-            "perms": ["publish"],
-            "iat": now,
-            "exp": now + 3600,
-            "jti": secrets.token_urlsafe(16),
-        }
-        token = jwt.encode(claims, target.secret, algorithm="HS256")
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._headers = headers
 
     async def publish_data(self, data: dict[str, object]) -> None:
         body = json.dumps(
@@ -110,20 +112,20 @@ class GatewayPublisher:
         ).encode()
         status, payload = await self._http.post("/api/v1/publish", body, self._headers)
         if status != 202:
-            raise HttpError(f"gateway publish failed: {status} {payload[:200]!r}")
+            raise HttpError(f"publish failed: {status} {payload[:200]!r}")
 
     async def publish_batch(self, items: list[dict[str, object]]) -> None:
         events = [{"room": ROOM, "type": "metrics_update", "data": data} for data in items]
         body = json.dumps({"events": events}, separators=(",", ":")).encode()
         status, payload = await self._http.post("/api/v1/publish/batch", body, self._headers)
         if status != 202:
-            raise HttpError(f"gateway batch publish failed: {status} {payload[:200]!r}")
+            raise HttpError(f"batch publish failed: {status} {payload[:200]!r}")
 
     async def close(self) -> None:
         await self._http.close()
 
 
-Publisher = GatewayPublisher | HttpApiPublisher
+Publisher = RoomgatePublisher | HttpApiPublisher
 Target = GatewayTarget | CentrifugoTarget | StarletteTarget
 
 
@@ -194,8 +196,10 @@ async def _run_one(target: Target, args: argparse.Namespace, redis_url: str, wor
         for _ in range(args.publishers):
             if isinstance(target, CentrifugoTarget):
                 publishers.append(await target.publisher(redis_url))
+            elif isinstance(target, GatewayTarget):
+                publishers.append(RoomgatePublisher(target, service_token_headers(target)))
             else:
-                publishers.append(GatewayPublisher(target))
+                publishers.append(RoomgatePublisher(target, {}))
         server, peers = _pids(target)
         return await _measure(
             target.name, publishers, server, peers, args.duration, max(1, args.batch)
