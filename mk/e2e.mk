@@ -4,5 +4,5 @@
 # .cache/images/docker).
 
 .PHONY: e2e
-e2e: cluster-tools ## end-to-end tests on a real cluster (root; ROOMGATE_E2E=1 pytest tests/e2e)
+e2e: cluster-tools images ## end-to-end tests on a real cluster (root; ROOMGATE_E2E=1 pytest tests/e2e)
 	ROOMGATE_E2E=1 $(BIN)/pytest -q -p no:randomly tests/e2e

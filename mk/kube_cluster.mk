@@ -32,7 +32,13 @@ CONTAINERD_DIR := $(KUBE_TOOLS)/containerd-$(CONTAINERD_VERSION)
 COREDNS_BIN := $(KUBE_TOOLS)/coredns-$(COREDNS_VERSION)
 TRAEFIK_BIN := $(KUBE_TOOLS)/traefik-$(TRAEFIK_VERSION)
 
-cluster-tools: $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2 $(KUBE_BIN)/coredns $(KUBE_BIN)/traefik
+cluster-tools: $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2 $(KUBE_BIN)/coredns
+
+# Traefik v3.7.13 does not build here: the module proxy answers 403 for three of its forked
+# dependencies (github.com/containous/go-http-auth, ucloud-sdk-go, yandex-cloud/go-sdk). It is
+# therefore not part of cluster-tools; `cluster up --ingress` needs it.
+.PHONY: ingress-tools
+ingress-tools: $(KUBE_BIN)/traefik ## build Traefik v3 for `cluster up --ingress` (fails here: proxy 403s)
 
 $(CONTAINERD_DIR)/.done:
 	@mkdir -p $(CONTAINERD_DIR)
@@ -63,8 +69,8 @@ $(KUBE_BIN)/coredns: $(COREDNS_BIN)
 $(KUBE_BIN)/traefik: $(TRAEFIK_BIN)
 
 .PHONY: cluster-up cluster-down
-cluster-up: cluster-tools ## start a real single-node cluster (state in .cache/cluster; prints KUBECONFIG and the ingress URL)
-	$(BIN)/python -m roomgate_tools.cluster up --dir $(CURDIR)/.cache/cluster
+cluster-up: cluster-tools ## start a real single-node cluster (state in .cache/cluster; prints KUBECONFIG)
+	$(BIN)/python -m roomgate_tools.cluster up --dir $(CURDIR)/.cache/cluster $(CLUSTER_UP_ARGS)
 
 cluster-down: ## stop what cluster-up started and remove its bridge, mounts and state
 	$(BIN)/python -m roomgate_tools.cluster down --dir $(CURDIR)/.cache/cluster

@@ -7,7 +7,6 @@ for, they fail, never skip, when something is missing.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -45,7 +44,12 @@ class RunningCluster:
             time.sleep(1)
         logs = "\n".join(
             f"== {log.name}\n{log.read_text(errors='replace')[-1500:]}"
-            for log in sorted((self.workdir / "logs").glob("*.log"))
+            for log in sorted(
+                [
+                    *(self.workdir / "logs").glob("*.log"),
+                    *(self.workdir / "controlplane").glob("*.log"),
+                ]
+            )
         )
         pytest.fail(f"{what}: not after {timeout}s\n{logs}")
 
@@ -54,27 +58,16 @@ class RunningCluster:
             ctr_import(self.socket, archive)
 
 
-def _api(kubeconfig: Path) -> KubeAPI:
-    config = json.loads(kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    return KubeAPI(
-        url=cluster["server"],
-        token=config["users"][0]["user"]["token"],
-        kubeconfig=kubeconfig,
-        ca_file=Path(cluster["certificate-authority"]),
-    )
-
-
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[RunningCluster]:
     """One real cluster for the session, state (and logs) in .cache/e2e-cluster."""
     if WORKDIR.exists():
         shutil.rmtree(WORKDIR)
-    node = Cluster(WORKDIR, ingress=False)  # Traefik does not build here (module proxy 403s)
+    node = Cluster(WORKDIR)  # no ingress: Traefik does not build here (mk/kube_cluster.mk)
     try:
-        kubeconfig = node.start()
+        api = node.start()
         yield RunningCluster(
-            api=_api(kubeconfig), workdir=WORKDIR, socket=WORKDIR / "containerd" / "containerd.sock"
+            api=api, workdir=WORKDIR, socket=WORKDIR / "containerd" / "containerd.sock"
         )
     finally:
         node.stop()

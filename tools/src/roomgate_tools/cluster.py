@@ -2,7 +2,7 @@
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet (CNI: the
 Debian bridge/host-local/loopback/portmap plugins on a bridge of our own), kube-proxy
-(iptables), CoreDNS and Traefik v3 (Kubernetes Ingress provider) run as host processes with
+(iptables), CoreDNS and, with ``ingress=True``, Traefik v3 run as host processes with
 all state under one directory. They listen on 127.0.0.1 or on the cluster's own bridge
 (``BRIDGE``, ``BRIDGE_IP``), never on other interfaces.
 
@@ -16,6 +16,7 @@ Binaries come from ``$ROOMGATE_KUBE_TOOLS`` / ``.cache/kube-tools/bin`` (``make 
 or ``$PATH``; a missing one raises ProcessError. Needs root (bridge, iptables, containers).
 
     python -m roomgate_tools.cluster up --dir .cache/cluster     # prints KUBECONFIG=...
+    python -m roomgate_tools.cluster up --ingress ...            # + Traefik (make ingress-tools)
     python -m roomgate_tools.cluster down --dir .cache/cluster
 """
 
@@ -30,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-from roomgate_tools.controlplane import REPO_ROOT, SERVICE_CIDR, find_binary
+from roomgate_tools.controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, KubeAPI, find_binary
 from roomgate_tools.procs import ManagedProcess, ProcessError, free_port
 
 BRIDGE = "rgcni0"
@@ -64,35 +65,44 @@ def _write_json(path: Path, data: object) -> None:
 class Cluster:
     """Starts and supervises every component; ``stop`` ends them in reverse order."""
 
-    def __init__(self, workdir: Path, *, ingress: bool = True) -> None:
-        """``ingress=False``: no Traefik (tests that do not need one, or no traefik binary)."""
+    def __init__(self, workdir: Path, *, ingress: bool = False) -> None:
+        """``ingress=True``: also Traefik (``make ingress-tools``, which does not build here)."""
         self.workdir = workdir
         self.ingress = ingress
-        self.procs: list[ManagedProcess] = []
+        self.plane = ControlPlane(
+            workdir / "controlplane", die_with_parent=True, apiserver_args=_APISERVER_EXTRA
+        )
+        self.procs: list[ManagedProcess] = []  # the components after the control plane
         self.env = {"PATH": f"{Path(find_binary('containerd')).parent}:{os.environ['PATH']}"}
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, timeout: float = UP_TIMEOUT) -> Path:
+    def start(self, timeout: float = UP_TIMEOUT) -> KubeAPI:
         deadline = time.monotonic() + timeout
         self.workdir.mkdir(parents=True, exist_ok=True)
         _bridge_up()
-        kubeconfig = self._control_plane(deadline)
+        api = self._control_plane(deadline)
         sock = self._containerd(deadline)
         self._pause_image(sock)
-        self._kubelet(kubeconfig, sock)
-        self._kube_proxy(kubeconfig)
-        self._coredns(kubeconfig)
+        self._kubelet(api.kubeconfig, sock)
+        self._kube_proxy(api.kubeconfig)
+        self._coredns(api.kubeconfig)
         if self.ingress:
-            self._traefik(kubeconfig)
-        self._wait_node_ready(kubeconfig, deadline)
-        return kubeconfig
+            self._traefik(api)
+        self._wait_node_ready(api, deadline)
+        return api
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop(timeout=10)
         self.procs.clear()
+        self.plane.stop()
         _cleanup_host(self.workdir)
+
+    def exited(self) -> ManagedProcess | None:
+        """The first component (control plane included) that is no longer running."""
+        plane = [p for p in (self.plane.etcd, self.plane.apiserver) if p is not None]
+        return next((p for p in (*plane, *self.procs) if not p.running), None)
 
     # -- components --------------------------------------------------------------------
 
@@ -105,15 +115,8 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def _control_plane(self, deadline: float) -> Path:
-        from roomgate_tools.controlplane import ControlPlane
-
-        plane = ControlPlane(self.workdir / "controlplane")
-        plane._process = lambda argv, log_name: self._start(  # type: ignore[method-assign]
-            [*argv, *(_APISERVER_EXTRA if "kube-apiserver" in argv[0] else [])],
-            log_name.removesuffix(".log"),
-        )
-        api = plane.start(timeout=max(deadline - time.monotonic(), 1))
+    def _control_plane(self, deadline: float) -> KubeAPI:
+        api = self.plane.start(timeout=max(deadline - time.monotonic(), 1))
         certs = self.workdir / "controlplane" / "certs"
         common = [f"--kubeconfig={api.kubeconfig}", "--bind-address=127.0.0.1"]
         self._start(
@@ -131,7 +134,7 @@ class Cluster:
              "--leader-elect=false"],
             "kube-scheduler",
         )  # fmt: skip
-        return api.kubeconfig
+        return api
 
     def _containerd(self, deadline: float) -> Path:
         base = self.workdir / "containerd"
@@ -293,16 +296,16 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
         )
         self._start([find_binary("coredns"), "-conf", str(corefile)], "coredns")
 
-    def _traefik(self, kubeconfig: Path) -> None:
+    def _traefik(self, api: KubeAPI) -> None:
         port = int(os.environ.get("ROOMGATE_CLUSTER_INGRESS_PORT", "0")) or free_port()
         (self.workdir / "ingress-port").write_text(str(port))
         self._start(
             [
                 find_binary("traefik"), f"--entryPoints.web.address=127.0.0.1:{port}",
                 "--providers.kubernetesingress=true",
-                f"--providers.kubernetesingress.endpoint={_server(kubeconfig)}",
-                f"--providers.kubernetesingress.token={_token(kubeconfig)}",
-                f"--providers.kubernetesingress.certauthfilepath={_ca(kubeconfig)}",
+                f"--providers.kubernetesingress.endpoint={api.url}",
+                f"--providers.kubernetesingress.token={api.token}",
+                f"--providers.kubernetesingress.certauthfilepath={api.ca_file}",
                 "--providers.kubernetesingress.ingressclass=traefik",
                 "--providers.kubernetesingress.allowEmptyServices=true",
                 "--entryPoints.web.transport.respondingTimeouts.readTimeout=0",
@@ -313,20 +316,11 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             "traefik",
         )  # fmt: skip
 
-    def _wait_node_ready(self, kubeconfig: Path, deadline: float) -> None:
-        from roomgate_tools.controlplane import KubeAPI
-
-        api = KubeAPI(
-            url=_server(kubeconfig), token=_token(kubeconfig), kubeconfig=kubeconfig,
-            ca_file=Path(_ca(kubeconfig)),
-        )  # fmt: skip
+    def _wait_node_ready(self, api: KubeAPI, deadline: float) -> None:
         last: object = ""
         while time.monotonic() < deadline:
-            for proc in self.procs:
-                if not proc.running:
-                    raise ProcessError(
-                        f"{Path(proc.argv[0]).name} exited:\n" + proc.output()[-4000:]
-                    )
+            if (gone := self.exited()) is not None:
+                raise ProcessError(f"{Path(gone.argv[0]).name} exited:\n" + gone.output()[-4000:])
             status, node = api.request("GET", f"/api/v1/nodes/{NODE_NAME}")
             conditions = (node.get("status", {}).get("conditions") or []) if status == 200 else []
             if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
@@ -338,24 +332,6 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
 
 # Unlike the bare control plane, pods need service-account tokens (the operator talks to the API).
 _APISERVER_EXTRA: list[str] = ["--disable-admission-plugins="]
-
-
-def _kubeconfig(kubeconfig: Path) -> dict[str, object]:
-    data: dict[str, object] = json.loads(kubeconfig.read_text())
-    return data
-
-
-def _server(kubeconfig: Path) -> str:
-    return str(_kubeconfig(kubeconfig)["clusters"][0]["cluster"]["server"])  # type: ignore[index]
-
-
-def _ca(kubeconfig: Path) -> str:
-    cluster = _kubeconfig(kubeconfig)["clusters"][0]["cluster"]  # type: ignore[index]
-    return str(cluster["certificate-authority"])
-
-
-def _token(kubeconfig: Path) -> str:
-    return str(_kubeconfig(kubeconfig)["users"][0]["user"]["token"])  # type: ignore[index]
 
 
 def import_oci_image(build: Path, files: dict[str, Path], ref: str, entrypoint: list[str]) -> Path:
@@ -519,7 +495,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run_cluster(workdir: Path) -> int:
+def _run_cluster(workdir: Path, ingress: bool) -> int:
     """The runner: start everything, write state.json, wait for SIGTERM, stop everything."""
     stop = False
 
@@ -529,19 +505,19 @@ def _run_cluster(workdir: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    cluster = Cluster(workdir)
+    cluster = Cluster(workdir, ingress=ingress)
     try:
-        kubeconfig = cluster.start()
+        api = cluster.start()
         _write_json(
             workdir / "state.json",
-            {"runner": os.getpid(), "kubeconfig": str(kubeconfig),
-             "ingress": f"http://127.0.0.1:{(workdir / 'ingress-port').read_text()}"},
+            {"runner": os.getpid(), "kubeconfig": str(api.kubeconfig),
+             "ingress": f"http://127.0.0.1:{(workdir / 'ingress-port').read_text()}"
+             if ingress else None},
         )  # fmt: skip
         while not stop:
-            for proc in cluster.procs:
-                if not proc.running:
-                    print(f"{proc.argv[0]} exited: stopping", file=sys.stderr)
-                    stop = True
+            if (gone := cluster.exited()) is not None:
+                print(f"{gone.argv[0]} exited: stopping", file=sys.stderr)
+                stop = True
             time.sleep(0.5)
     except BaseException as exc:
         (workdir / "failed").write_text(str(exc))
@@ -572,12 +548,13 @@ def _down(workdir: Path) -> int:
     return 0
 
 
-def _up(workdir: Path, timeout: float) -> int:
+def _up(workdir: Path, timeout: float, ingress: bool) -> int:
     _down(workdir)  # clears a dead (or live) earlier cluster in the same directory
     workdir.mkdir(parents=True)
     log = (workdir / "runner.log").open("ab")
     runner = subprocess.Popen(
-        [sys.executable, "-m", "roomgate_tools.cluster", "run", "--dir", str(workdir)],
+        [sys.executable, "-m", "roomgate_tools.cluster", "run", "--dir", str(workdir),
+         *(["--ingress"] if ingress else [])],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT,
     )  # fmt: skip
     (workdir / "runner.pid").write_text(str(runner.pid))
@@ -585,7 +562,9 @@ def _up(workdir: Path, timeout: float) -> int:
     while time.monotonic() < deadline:
         state = _state(workdir)
         if state:
-            print(f"ingress: {state['ingress']}\nexport KUBECONFIG={state['kubeconfig']}")
+            if state["ingress"]:
+                print(f"ingress: {state['ingress']}")
+            print(f"export KUBECONFIG={state['kubeconfig']}")
             return 0
         if runner.poll() is not None:
             print((workdir / "runner.log").read_text()[-6000:], file=sys.stderr)
@@ -601,11 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["up", "down", "run"])
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cache" / "cluster")
     parser.add_argument("--timeout", type=float, default=UP_TIMEOUT)
+    parser.add_argument(
+        "--ingress", action="store_true", help="also run Traefik (`make ingress-tools`)"
+    )
     args = parser.parse_args(argv)
     workdir = args.dir.resolve()
     if args.action == "run":
-        return _run_cluster(workdir)
-    return _up(workdir, args.timeout) if args.action == "up" else _down(workdir)
+        return _run_cluster(workdir, args.ingress)
+    return _up(workdir, args.timeout, args.ingress) if args.action == "up" else _down(workdir)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -136,9 +137,21 @@ def install_crds(api: KubeAPI, paths: list[Path], timeout: float = 30.0) -> list
 class ControlPlane:
     """etcd + kube-apiserver on free 127.0.0.1 ports, state in ``workdir``."""
 
-    def __init__(self, workdir: Path, *, detach: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        detach: bool = False,
+        die_with_parent: bool = False,
+        apiserver_args: Sequence[str] = (),
+    ) -> None:
+        """``detach``: outlive this process (kube-up). ``die_with_parent``: own process group
+        and SIGTERM when this process dies (the test cluster's runner). ``apiserver_args``:
+        more kube-apiserver flags, after (so overriding) the defaults (roomgate_tools.cluster)."""
         self.workdir = workdir
         self.detach = detach
+        self.die_with_parent = die_with_parent
+        self.apiserver_args = list(apiserver_args)
         self.etcd: ManagedProcess | None = None
         self.apiserver: ManagedProcess | None = None
         self.api: KubeAPI | None = None
@@ -232,6 +245,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={sa_key}",
                 "--endpoint-reconciler-type=none",
                 "--v=0",
+                *self.apiserver_args,
             ],
             "kube-apiserver.log",
         )
@@ -273,7 +287,9 @@ class ControlPlane:
     # -- helpers -----------------------------------------------------------------------
 
     def _process(self, argv: list[str], log_name: str) -> ManagedProcess:
-        proc = ManagedProcess(argv, log_path=self.workdir / log_name, cwd=self.workdir)
+        proc = ManagedProcess(
+            argv, log_path=self.workdir / log_name, cwd=self.workdir, detached=self.die_with_parent
+        )
         if self.detach:
             # `kube-up`: outlive this Python process (kube-down stops them by pid).
             log = proc.log_path.open("ab")
