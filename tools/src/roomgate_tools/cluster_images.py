@@ -2,8 +2,10 @@
 `make images` built are exported from that Docker engine's data root (``docker save``) into
 archives that ``ctr images import`` loads into the cluster's containerd.
 
-Archives are cached under ``.cache/cluster-images`` by image ID: a second export of an
-unchanged image does not start dockerd at all.
+Archives are cached under ``.cache/cluster-images`` by image ID, which is read from the
+data root's ``image/overlay2/repositories.json``: a second export of an unchanged image does
+not start dockerd at all, and a rebuilt image (new ID) is exported again. Without a data root
+of our own (a host Docker engine) nothing counts as cached.
 
     python -m roomgate_tools.cluster_images --data-root /work/main/.cache/images/docker \\
         ghcr.io/roomgate/roomgate-gateway:0.1.0
@@ -13,33 +15,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from roomgate_tools.engine import DEFAULT_DATA_ROOT, DockerEngine, EngineError
+from roomgate_tools.engine import REPO_ROOT, DockerEngine, EngineError, default_data_root
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 CACHE = REPO_ROOT / ".cache" / "cluster-images"
-
-
-def data_root() -> Path:
-    """Where the images are: $ROOMGATE_DOCKER_DATA_ROOT, else this clone's .cache/images."""
-    return Path(os.environ.get("ROOMGATE_DOCKER_DATA_ROOT", DEFAULT_DATA_ROOT))
 
 
 def _slug(ref: str) -> str:
     return ref.replace("/", "_").replace(":", "_")
 
 
-def _cached(ref: str, cache: Path) -> Path | None:
+def stored_image_id(ref: str, root: Path) -> str | None:
+    """The ID the engine on ``root`` has for ``ref``, read from its files (no dockerd)."""
+    repositories = root / "image" / "overlay2" / "repositories.json"
+    if not repositories.exists():
+        return None
+    tags: dict[str, dict[str, str]] = json.loads(repositories.read_text())["Repositories"]
+    return next((ids[ref] for ids in tags.values() if ref in ids), None)
+
+
+def _cached(ref: str, cache: Path, root: Path) -> Path | None:
     index = cache / "index.json"
-    if not index.exists():
+    image_id = stored_image_id(ref, root)
+    if image_id is None or not index.exists():
         return None
     entry = json.loads(index.read_text()).get(ref)
-    archive = cache / str(entry["archive"]) if entry else None
-    return archive if archive is not None and archive.exists() else None
+    if not entry or entry["id"] != image_id:
+        return None
+    archive = cache / str(entry["archive"])
+    return archive if archive.exists() else None
 
 
 def export_images(
@@ -49,11 +56,12 @@ def export_images(
 
     Starts a dockerd on ``root`` only when some archive is missing; ``EngineError`` when an
     image does not exist there (run `make images`)."""
+    root = root or default_data_root()
     cache.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     missing = []
     for ref in refs:
-        archive = _cached(ref, cache)
+        archive = _cached(ref, cache, root)
         if archive is None:
             missing.append(ref)
         else:
@@ -62,11 +70,11 @@ def export_images(
         return out
     index_path = cache / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    eng = DockerEngine.ensure(root or data_root())
+    eng = DockerEngine.ensure(root)
     try:
         for ref in missing:
             if not eng.has_image(ref):
-                raise EngineError(f"{ref}: no such image in {root or data_root()} (`make images`)")
+                raise EngineError(f"{ref}: no such image in {root} (`make images`)")
             image_id = eng.docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
             name = f"{_slug(ref)}-{image_id.removeprefix('sha256:')[:12]}.tar"
             tmp = cache / f"{name}.tmp"

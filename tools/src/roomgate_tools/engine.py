@@ -37,6 +37,12 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DATA_ROOT = REPO_ROOT / ".cache" / "images" / "docker"
 
 
+def default_data_root() -> Path:
+    """Where our own dockerd keeps images: $ROOMGATE_DOCKER_DATA_ROOT, else this clone's
+    .cache/images/docker."""
+    return Path(os.environ.get("ROOMGATE_DOCKER_DATA_ROOT", DEFAULT_DATA_ROOT))
+
+
 class EngineError(RuntimeError):
     """No usable Docker CLI or daemon, or a docker command failed."""
 
@@ -136,7 +142,7 @@ class DockerEngine:
         return cls._start_own(
             cli,
             env,
-            data_root or Path(os.environ.get("ROOMGATE_DOCKER_DATA_ROOT", DEFAULT_DATA_ROOT)),
+            data_root or default_data_root(),
             wait_lock,
             start_timeout,
         )
