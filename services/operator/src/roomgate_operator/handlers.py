@@ -1,11 +1,21 @@
 """kopf handlers: thin, they translate between kopf and ``Reconciler`` (reconcile.py).
 
 * login: the credentials kube.load_configuration finds (the same as our own client's);
-* startup/cleanup: the Redis client and the Kubernetes client live in kopf's memo;
+* startup/cleanup: the Redis client, the Kubernetes client and a ``Lifecycle``
+  (lifecycle.py) live in kopf's memo. kopf hands each GatewayPolicy's handlers a shallow
+  copy of that memo, taken when it first sees the policy: what the handlers share with
+  cleanup must be put there by startup (the copies refer to the same objects); a key set
+  by cleanup, or created lazily by a handler, is per object. Cleanup stops the Lifecycle
+  (handlers that start later do nothing) and waits, bounded, for the handlers in flight
+  before it closes the clients under them;
 * create/update/resume of a GatewayPolicy: publish its limits at once (seconds count: the
   gateways apply them to live connections);
 * a timer per policy: the whole level-based reconcile (limits again, status, scaling);
 * delete (optional, no finalizer): the gateways go back to their own settings.
+
+A policy's own state (``PolicyState``: its stabilisation windows, drain, caches, and the
+lock that runs its handlers one at a time) is per object on purpose: it lives in that
+policy's memo copy, shared by all its handlers and dropped by kopf with the object.
 
 Transient failures (Redis down or this process's Redis pool busy, the API server) raise
 ``kopf.TemporaryError``; a policy that
@@ -33,6 +43,7 @@ from roomgate_operator.kube import (
     bearer_token,
     load_configuration,
 )
+from roomgate_operator.lifecycle import Lifecycle
 from roomgate_operator.metrics import OperatorMetrics
 from roomgate_operator.reconcile import Meta, PolicyState, Reconciler
 from roomgate_operator.settings import OperatorSettings
@@ -41,13 +52,23 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY = 2.0
 TARGET_RETRY_DELAY = 15.0
+# At shutdown, how long cleanup waits for handlers in flight before it closes the clients
+# (a reconcile's calls are bounded well below it; under a pod's 30 s termination grace).
+STOP_GRACE = 10.0
 
 
 def _state(memo: kopf.Memo) -> PolicyState:
+    """The policy's state, in its own memo copy (one per object: see the module doc)."""
     state = memo.get("policy_state")
     if state is None:
         state = memo["policy_state"] = PolicyState()
     return state
+
+
+def _lifecycle(memo: kopf.Memo) -> Lifecycle:
+    """The operator's one Lifecycle (startup put it on the memo every copy comes from)."""
+    lifecycle: Lifecycle = memo["lifecycle"]
+    return lifecycle
 
 
 def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
@@ -75,6 +96,9 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
         settings.watching.server_timeout = 300
+        # On this memo, before any resource handler runs: every policy's memo copy (taken
+        # from this one) then refers to the same instance as cleanup.
+        memo["lifecycle"] = Lifecycle()
         try:
             kube = KubeClient(await load_configuration(config.kubeconfig))
         except OperatorError as exc:  # a configuration error: fail fast, do not retry
@@ -88,11 +112,11 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        # kopf may still run a timer tick while cleaning up: new ticks see `stopping` and
-        # return; the lock waits for one in flight before the clients close under it.
-        memo["stopping"] = True
-        async with _state(memo).lock:
-            pass
+        # kopf leaves a timer tick in flight running ("orphaned") when it cleans up, and
+        # may start handlers meanwhile: they see the stopped Lifecycle and return; the ones
+        # in flight finish before the clients close under them.
+        if "lifecycle" in memo:
+            await memo["lifecycle"].stop(STOP_GRACE)
         if "metrics_server" in memo:
             memo["metrics_server"].stop()
         if "kube" in memo:
@@ -107,14 +131,16 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         reconciler: Reconciler = memo["reconciler"]
         state = _state(memo)
         try:
-            async with state.lock:
-                if memo.get("stopping"):
+            # The lock first: a handler waiting for it does not hold up cleanup, and once
+            # it has the lock work() tells it whether the clients are still open.
+            async with state.lock, _lifecycle(memo).work() as running:
+                if not running:
                     return
                 try:
                     await reconciler.apply_limits(body, state)
                 except (InvalidPolicy, NotFound) as exc:
-                    # Reported under the lock: cleanup closes the clients only after it
-                    # (a report after the lock could meet a closed Kubernetes client).
+                    # Reported inside work(): cleanup closes the clients only after it
+                    # (a report after it could meet a closed Kubernetes client).
                     await _degrade(reconciler, body, exc)
                     raise
         except InvalidPolicy as exc:
@@ -130,8 +156,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
         reconciler: Reconciler = memo["reconciler"]
         state = _state(memo)
         try:
-            async with state.lock:
-                if memo.get("stopping"):
+            async with state.lock, _lifecycle(memo).work() as running:
+                if not running:
                     return
                 await reconciler.reconcile(body, state)
         except (InvalidPolicy, NotFound):
@@ -144,8 +170,8 @@ def build_registry(config: OperatorSettings) -> kopf.OperatorRegistry:
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, registry=registry)
     async def deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         try:
-            async with _state(memo).lock:
-                if memo.get("stopping"):
+            async with _state(memo).lock, _lifecycle(memo).work() as running:
+                if not running:
                     return
                 await memo["reconciler"].forget(body)
         except (BusUnavailable, BusBusy) as exc:
