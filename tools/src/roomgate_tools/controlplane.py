@@ -144,14 +144,19 @@ class ControlPlane:
         detach: bool = False,
         die_with_parent: bool = False,
         apiserver_args: Sequence[str] = (),
+        address: str = "127.0.0.1",
     ) -> None:
         """``detach``: outlive this process (kube-up). ``die_with_parent``: own process group
         and SIGTERM when this process dies (the test cluster's runner). ``apiserver_args``:
-        more kube-apiserver flags, after (so overriding) the defaults (roomgate_tools.cluster)."""
+        more kube-apiserver flags, after (so overriding) the defaults (roomgate_tools.cluster).
+        ``address``: the one IP kube-apiserver listens on and advertises (the test cluster's
+        bridge, so that pods reach it through the ``kubernetes`` Service); etcd stays on
+        127.0.0.1."""
         self.workdir = workdir
         self.detach = detach
         self.die_with_parent = die_with_parent
         self.apiserver_args = list(apiserver_args)
+        self.address = address
         self.etcd: ManagedProcess | None = None
         self.apiserver: ManagedProcess | None = None
         self.api: KubeAPI | None = None
@@ -226,20 +231,25 @@ class ControlPlane:
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(f'{token},admin,admin-uid,"system:masters"\n')
         tokens.chmod(0o600)
-        url = f"https://127.0.0.1:{port}"
+        url = f"https://{self.address}:{port}"
         self.apiserver = self._process(
             [
                 binary,
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                 f"--cert-dir={certs}",
                 f"--secure-port={port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 "--authorization-mode=RBAC",
                 f"--token-auth-file={tokens}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount",
+                # A slice flag: a second occurrence appends, so apiserver_args replaces it.
+                *(
+                    ()
+                    if any(a.startswith("--disable-admission-plugins") for a in self.apiserver_args)
+                    else ("--disable-admission-plugins=ServiceAccount",)
+                ),
                 f"--service-account-issuer={url}/",
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
