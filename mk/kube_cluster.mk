@@ -22,23 +22,21 @@ $(foreach c,$(CLUSTER_COMPONENTS),$(eval $(KUBE_BIN)/$(c): $(KUBE_TOOLS)/$(c)-$(
 # The rest of the node, also from the Go module proxy (no registry is reachable here):
 # containerd v2 (kubelet 1.36 needs a CRI newer than Debian's containerd 1.6), built without
 # tracing, systemd and the snapshotters the cluster does not use; CoreDNS with only the plugins
-# its Corefile uses (tools/kube/coredns); Traefik v3 as the ingress controller, built inside its
-# module (its go.mod has relative replace directives, so `go install mod@version` refuses it).
+# its Corefile uses (tools/kube/coredns); HAProxy Ingress as the ingress controller (its
+# controller binary and templates; HAProxy itself is Debian's, in the infra image), built inside
+# its module like its own Makefile does. Traefik v3.7.13 does not build here: the module proxy
+# answers 403 for three of its forked dependencies (containous/go-http-auth, ucloud-sdk-go,
+# yandex-cloud/go-sdk); HAProxy Ingress v0.15 and haproxytech's controller are not served.
 CONTAINERD_VERSION ?= v2.4.2
 COREDNS_VERSION ?= v1.15.0
-TRAEFIK_VERSION ?= v3.7.13
+HAPROXY_INGRESS_VERSION ?= v0.14.7
 CONTAINERD_TAGS := no_btrfs no_devmapper no_zfs no_tracing no_systemd no_aufs
 CONTAINERD_DIR := $(KUBE_TOOLS)/containerd-$(CONTAINERD_VERSION)
 COREDNS_BIN := $(KUBE_TOOLS)/coredns-$(COREDNS_VERSION)
-TRAEFIK_BIN := $(KUBE_TOOLS)/traefik-$(TRAEFIK_VERSION)
+HAPROXY_INGRESS_DIR := $(KUBE_TOOLS)/haproxy-ingress-$(HAPROXY_INGRESS_VERSION)
 
-cluster-tools: $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2 $(KUBE_BIN)/coredns
-
-# Traefik v3.7.13 does not build here: the module proxy answers 403 for three of its forked
-# dependencies (github.com/containous/go-http-auth, ucloud-sdk-go, yandex-cloud/go-sdk). It is
-# therefore not part of cluster-tools; `cluster up --ingress` needs it.
-.PHONY: ingress-tools
-ingress-tools: $(KUBE_BIN)/traefik ## build Traefik v3 for `cluster up --ingress` (fails here: proxy 403s)
+cluster-tools: $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2 \
+	$(KUBE_BIN)/coredns $(KUBE_BIN)/haproxy-ingress
 
 $(CONTAINERD_DIR)/.done:
 	@mkdir -p $(CONTAINERD_DIR)
@@ -54,19 +52,27 @@ $(COREDNS_BIN): | tools/kube/coredns/go.mod tools/kube/coredns/go.sum tools/kube
 	cd tools/kube/coredns && time $(KUBE_GO) build -trimpath -o $@.tmp -ldflags "-s -w" .
 	mv $@.tmp $@
 
-$(TRAEFIK_BIN):
-	@mkdir -p $(KUBE_TOOLS)
-	dir=$$(GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json github.com/traefik/traefik/v3@$(TRAEFIK_VERSION) \
+# The controller reads its templates from rootfs/etc/templates and copies rootfs/etc/lua into
+# /etc/haproxy: both are kept next to the binary (roomgate_tools.cluster mounts the directory
+# into the controller's pod, which runs Debian's HAProxy from the infra image).
+$(HAPROXY_INGRESS_DIR)/.done:
+	@rm -rf $(HAPROXY_INGRESS_DIR) && mkdir -p $(HAPROXY_INGRESS_DIR)
+	dir=$$(GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json github.com/jcmoraisjr/haproxy-ingress@$(HAPROXY_INGRESS_VERSION) \
 	  | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if d.get("Error") else print(d["Dir"])') \
-	  && cd "$$dir" && time $(KUBE_GO) build -trimpath -o $@.tmp \
-		-ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)" ./cmd/traefik
-	mv $@.tmp $@
+	  && cp -R "$$dir/rootfs/etc" $(HAPROXY_INGRESS_DIR)/etc && chmod -R u+w $(HAPROXY_INGRESS_DIR)/etc \
+	  && cd "$$dir" && time env CGO_ENABLED=0 GOFLAGS=-mod=mod $(KUBE_GO) build -trimpath \
+		-o $(HAPROXY_INGRESS_DIR)/controller \
+		-ldflags "-s -w -X github.com/jcmoraisjr/haproxy-ingress/pkg/version.RELEASE=$(HAPROXY_INGRESS_VERSION)" \
+		./pkg/main.go
+	touch $@
 
 $(KUBE_BIN)/containerd $(KUBE_BIN)/ctr $(KUBE_BIN)/containerd-shim-runc-v2: $(CONTAINERD_DIR)/.done
 	@mkdir -p $(KUBE_BIN)
 	ln -sf $(CONTAINERD_DIR)/$(@F) $@
 $(KUBE_BIN)/coredns: $(COREDNS_BIN)
-$(KUBE_BIN)/traefik: $(TRAEFIK_BIN)
+$(KUBE_BIN)/haproxy-ingress: $(HAPROXY_INGRESS_DIR)/.done
+	@mkdir -p $(KUBE_BIN)
+	ln -sfn $(HAPROXY_INGRESS_DIR) $@
 
 .PHONY: cluster-up cluster-down
 cluster-up: cluster-tools ## start a real single-node cluster (state in .cache/cluster; prints KUBECONFIG)

@@ -2,9 +2,10 @@
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd, kubelet (CNI: the
 Debian bridge/host-local/loopback/portmap plugins on a bridge of our own), kube-proxy
-(iptables), CoreDNS and, with ``ingress=True``, Traefik v3 run as host processes with
-all state under one directory. They listen on 127.0.0.1 or on the cluster's own bridge
-(``BRIDGE``, ``BRIDGE_IP``), never on other interfaces.
+(iptables) and CoreDNS run as host processes with all state under one directory; with
+``ingress=True``, HAProxy Ingress runs as a pod (roomgate_tools.cluster_ingress). They listen
+on 127.0.0.1 or on the cluster's own bridge (``BRIDGE``, ``BRIDGE_IP``; kube-apiserver there
+too, so that pods reach it), never on other interfaces.
 
 ``up`` starts a *runner* (``python -m roomgate_tools.cluster run``) in its own session; the
 runner starts every component with PR_SET_PDEATHSIG (procs.ManagedProcess ``detached=True``),
@@ -16,7 +17,7 @@ Binaries come from ``$ROOMGATE_KUBE_TOOLS`` / ``.cache/kube-tools/bin`` (``make 
 or ``$PATH``; a missing one raises ProcessError. Needs root (bridge, iptables, containers).
 
     python -m roomgate_tools.cluster up --dir .cache/cluster     # prints KUBECONFIG=...
-    python -m roomgate_tools.cluster up --ingress ...            # + Traefik (make ingress-tools)
+    python -m roomgate_tools.cluster up --ingress ...            # + HAProxy Ingress (its URL)
     python -m roomgate_tools.cluster down --dir .cache/cluster
 """
 
@@ -31,7 +32,10 @@ import sys
 import time
 from pathlib import Path
 
+from roomgate_tools import cluster_ingress
+from roomgate_tools.cluster_images import export_images
 from roomgate_tools.controlplane import REPO_ROOT, SERVICE_CIDR, ControlPlane, KubeAPI, find_binary
+from roomgate_tools.images import INFRA_REF
 from roomgate_tools.procs import ManagedProcess, ProcessError, free_port
 
 BRIDGE = "rgcni0"
@@ -42,6 +46,7 @@ NODE_NAME = "roomgate-node"
 PAUSE_IMAGE = "roomgate.local/pause:1"
 CNI_BIN_DIR = "/usr/lib/cni"
 UP_TIMEOUT = 180.0
+INGRESS_TIMEOUT = 180.0  # on top of UP_TIMEOUT: the infra image's import and the pod's start
 
 PAUSE_C = r"""
 #include <signal.h>
@@ -66,12 +71,14 @@ class Cluster:
     """Starts and supervises every component; ``stop`` ends them in reverse order."""
 
     def __init__(self, workdir: Path, *, ingress: bool = False) -> None:
-        """``ingress=True``: also Traefik (``make ingress-tools``, which does not build here)."""
+        """``ingress=True``: also HAProxy Ingress; ``ingress_url`` then reaches it."""
         self.workdir = workdir
         self.ingress = ingress
+        self.ingress_url = ""
         self.plane = ControlPlane(
-            workdir / "controlplane", die_with_parent=True, apiserver_args=_APISERVER_EXTRA
-        )
+            workdir / "controlplane", die_with_parent=True, apiserver_args=_APISERVER_EXTRA,
+            address=BRIDGE_IP,
+        )  # fmt: skip
         self.procs: list[ManagedProcess] = []  # the components after the control plane
         self.env = {"PATH": f"{Path(find_binary('containerd')).parent}:{os.environ['PATH']}"}
 
@@ -87,9 +94,9 @@ class Cluster:
         self._kubelet(api.kubeconfig, sock)
         self._kube_proxy(api.kubeconfig)
         self._coredns(api.kubeconfig)
-        if self.ingress:
-            self._traefik(api)
         self._wait_node_ready(api, deadline)
+        if self.ingress:
+            self._ingress(api, deadline + INGRESS_TIMEOUT)
         return api
 
     def stop(self) -> None:
@@ -296,25 +303,11 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
         )
         self._start([find_binary("coredns"), "-conf", str(corefile)], "coredns")
 
-    def _traefik(self, api: KubeAPI) -> None:
-        port = int(os.environ.get("ROOMGATE_CLUSTER_INGRESS_PORT", "0")) or free_port()
-        (self.workdir / "ingress-port").write_text(str(port))
-        self._start(
-            [
-                find_binary("traefik"), f"--entryPoints.web.address=127.0.0.1:{port}",
-                "--providers.kubernetesingress=true",
-                f"--providers.kubernetesingress.endpoint={api.url}",
-                f"--providers.kubernetesingress.token={api.token}",
-                f"--providers.kubernetesingress.certauthfilepath={api.ca_file}",
-                "--providers.kubernetesingress.ingressclass=traefik",
-                "--providers.kubernetesingress.allowEmptyServices=true",
-                "--entryPoints.web.transport.respondingTimeouts.readTimeout=0",
-                "--log.level=INFO", "--ping=true",
-                f"--entryPoints.ping.address=127.0.0.1:{free_port()}",
-                "--ping.entryPoint=ping",
-            ],
-            "traefik",
-        )  # fmt: skip
+    def _ingress(self, api: KubeAPI, deadline: float) -> None:
+        """HAProxy Ingress as a pod (roomgate_tools.cluster_ingress), its image imported first."""
+        for archive in export_images([INFRA_REF]).values():
+            ctr_import(self.workdir / "containerd" / "containerd.sock", archive)
+        self.ingress_url = cluster_ingress.install(api, deadline)
 
     def _wait_node_ready(self, api: KubeAPI, deadline: float) -> None:
         last: object = ""
@@ -330,8 +323,9 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
         raise ProcessError(f"node {NODE_NAME} not Ready in time ({str(last)[-500:]})")
 
 
-# Unlike the bare control plane, pods need service-account tokens (the operator talks to the API).
-_APISERVER_EXTRA: list[str] = ["--disable-admission-plugins="]
+# Unlike the bare control plane, pods need service-account tokens and the `kubernetes` Service's
+# endpoint (the operator and the ingress controller talk to the API from their pods).
+_APISERVER_EXTRA: list[str] = ["--disable-admission-plugins=", "--endpoint-reconciler-type=lease"]
 
 
 def import_oci_image(build: Path, files: dict[str, Path], ref: str, entrypoint: list[str]) -> Path:
@@ -511,8 +505,7 @@ def _run_cluster(workdir: Path, ingress: bool) -> int:
         _write_json(
             workdir / "state.json",
             {"runner": os.getpid(), "kubeconfig": str(api.kubeconfig),
-             "ingress": f"http://127.0.0.1:{(workdir / 'ingress-port').read_text()}"
-             if ingress else None},
+             "ingress": cluster.ingress_url or None},
         )  # fmt: skip
         while not stop:
             if (gone := cluster.exited()) is not None:
@@ -579,15 +572,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roomgate_tools.cluster")
     parser.add_argument("action", choices=["up", "down", "run"])
     parser.add_argument("--dir", type=Path, default=REPO_ROOT / ".cache" / "cluster")
-    parser.add_argument("--timeout", type=float, default=UP_TIMEOUT)
     parser.add_argument(
-        "--ingress", action="store_true", help="also run Traefik (`make ingress-tools`)"
+        "--timeout", type=float, default=None,
+        help=f"`up` seconds (default {UP_TIMEOUT:.0f}, +{INGRESS_TIMEOUT:.0f} with --ingress)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ingress", action="store_true", help="also run HAProxy Ingress (needs `make images`)"
     )
     args = parser.parse_args(argv)
     workdir = args.dir.resolve()
     if args.action == "run":
         return _run_cluster(workdir, args.ingress)
-    return _up(workdir, args.timeout, args.ingress) if args.action == "up" else _down(workdir)
+    timeout = args.timeout or UP_TIMEOUT + (INGRESS_TIMEOUT if args.ingress else 0)
+    return _up(workdir, timeout, args.ingress) if args.action == "up" else _down(workdir)
 
 
 if __name__ == "__main__":
