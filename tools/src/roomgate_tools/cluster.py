@@ -76,9 +76,8 @@ class Cluster:
         self.ingress = ingress
         self.ingress_url = ""
         self.plane = ControlPlane(
-            workdir / "controlplane", die_with_parent=True, apiserver_args=_APISERVER_EXTRA,
-            address=BRIDGE_IP,
-        )  # fmt: skip
+            workdir / "controlplane", die_with_parent=True, address=BRIDGE_IP, pods=True
+        )
         self.procs: list[ManagedProcess] = []  # the components after the control plane
         self.env = {"PATH": f"{Path(find_binary('containerd')).parent}:{os.environ['PATH']}"}
 
@@ -321,11 +320,6 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             last = conditions or node.get("message", status)
             time.sleep(1)
         raise ProcessError(f"node {NODE_NAME} not Ready in time ({str(last)[-500:]})")
-
-
-# Unlike the bare control plane, pods need service-account tokens and the `kubernetes` Service's
-# endpoint (the operator and the ingress controller talk to the API from their pods).
-_APISERVER_EXTRA: list[str] = ["--disable-admission-plugins=", "--endpoint-reconciler-type=lease"]
 
 
 def import_oci_image(build: Path, files: dict[str, Path], ref: str, entrypoint: list[str]) -> Path:

@@ -1,7 +1,7 @@
 """The test cluster's ingress controller (issue 15): HAProxy Ingress, run as a pod.
 
-HAProxy Ingress (github.com/jcmoraisjr/haproxy-ingress, ``HAPROXY_INGRESS_VERSION``) is built
-by ``make cluster-tools`` into ``.cache/kube-tools/bin/haproxy-ingress`` (the controller and
+HAProxy Ingress (github.com/jcmoraisjr/haproxy-ingress, the version in mk/kube_cluster.mk) is
+built by ``make cluster-tools`` into ``.cache/kube-tools/bin/haproxy-ingress`` (the controller and
 its templates); HAProxy is Debian's, from the infra image ``make images`` built. No registry is
 reachable, so the pod runs the infra image with that directory mounted read-only. It runs as
 the image's user, not root, with its writable paths on emptyDirs, and watches Ingresses of
@@ -22,7 +22,6 @@ from roomgate_tools.controlplane import KubeAPI, find_binary
 from roomgate_tools.images import INFRA_REF
 from roomgate_tools.procs import ProcessError
 
-HAPROXY_INGRESS_VERSION = "v0.14.7"  # mk/kube_cluster.mk builds the same
 NAMESPACE = "ingress-haproxy"
 NAME = "haproxy-ingress"
 INGRESS_CLASS = "haproxy"

@@ -31,7 +31,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,20 +142,20 @@ class ControlPlane:
         *,
         detach: bool = False,
         die_with_parent: bool = False,
-        apiserver_args: Sequence[str] = (),
         address: str = "127.0.0.1",
+        pods: bool = False,
     ) -> None:
         """``detach``: outlive this process (kube-up). ``die_with_parent``: own process group
-        and SIGTERM when this process dies (the test cluster's runner). ``apiserver_args``:
-        more kube-apiserver flags, after (so overriding) the defaults (roomgate_tools.cluster).
-        ``address``: the one IP kube-apiserver listens on and advertises (the test cluster's
-        bridge, so that pods reach it through the ``kubernetes`` Service); etcd stays on
-        127.0.0.1."""
+        and SIGTERM when this process dies (the test cluster's runner). ``address``: the one
+        IP kube-apiserver listens on and advertises (the test cluster's bridge, so that pods
+        reach it through the ``kubernetes`` Service); etcd stays on 127.0.0.1. ``pods``: a
+        cluster with a node (roomgate_tools.cluster): pods get service-account tokens and the
+        ``kubernetes`` Service an endpoint; without nodes both are off."""
         self.workdir = workdir
         self.detach = detach
         self.die_with_parent = die_with_parent
-        self.apiserver_args = list(apiserver_args)
         self.address = address
+        self.pods = pods
         self.etcd: ManagedProcess | None = None
         self.apiserver: ManagedProcess | None = None
         self.api: KubeAPI | None = None
@@ -244,18 +243,12 @@ class ControlPlane:
                 f"--token-auth-file={tokens}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
-                # A slice flag: a second occurrence appends, so apiserver_args replaces it.
-                *(
-                    ()
-                    if any(a.startswith("--disable-admission-plugins") for a in self.apiserver_args)
-                    else ("--disable-admission-plugins=ServiceAccount",)
-                ),
+                f"--disable-admission-plugins={'' if self.pods else 'ServiceAccount'}",
                 f"--service-account-issuer={url}/",
                 f"--service-account-key-file={sa_pub}",
                 f"--service-account-signing-key-file={sa_key}",
-                "--endpoint-reconciler-type=none",
+                f"--endpoint-reconciler-type={'lease' if self.pods else 'none'}",
                 "--v=0",
-                *self.apiserver_args,
             ],
             "kube-apiserver.log",
         )
