@@ -11,6 +11,14 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
 # Debian packages the tests and `make dev` run for real.
 APT_PACKAGES := redis-server haproxy
+# A recipe's shell fragment: install the Debian packages listed in $$missing (if any), as root or
+# through sudo. Each target computes $$missing its own way (dpkg -s, or `command -v`).
+APT_INSTALL_MISSING = if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "install$$missing (no apt-get here)"; exit 1; }; \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 .PHONY: help
 help: ## list the targets
@@ -19,11 +27,7 @@ help: ## list the targets
 .PHONY: system-deps
 system-deps: ## install the Debian packages (redis-server, haproxy) when missing
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(APT_INSTALL_MISSING)
 	@command -v redis-server >/dev/null || { echo "redis-server missing after install"; exit 1; }
 
 .PHONY: uv

@@ -18,12 +18,7 @@ images-deps:
 	command -v dockerd >/dev/null 2>&1 || docker info >/dev/null 2>&1 || missing="$$missing docker.io"; \
 	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
 	command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
-	if [ -n "$$missing" ]; then \
-	  command -v apt-get >/dev/null || { echo "images: install$$missing (no apt-get here)"; exit 1; }; \
-	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	$(APT_INSTALL_MISSING)
 
 .PHONY: images
 images: setup images-deps ## build the five service images (and the base, when it cannot be pulled); prints sizes and times

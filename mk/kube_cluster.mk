@@ -7,8 +7,15 @@
 CLUSTER_COMPONENTS := kubelet kube-controller-manager kube-scheduler kube-proxy
 CLUSTER_BINS := $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_TOOLS)/$(c)-$(KUBE_VERSION))
 
-.PHONY: cluster-tools
-cluster-tools: kube-tools $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_BIN)/$(c)) ## build kubelet, controller-manager, scheduler, kube-proxy (cached in .cache/kube-tools)
+.PHONY: cluster-tools cluster-deps
+cluster-tools: cluster-deps kube-tools $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_BIN)/$(c)) ## build kubelet, controller-manager, scheduler, kube-proxy (cached in .cache/kube-tools)
+
+# What the node runs from Debian: runc under containerd, the CNI plugins (bridge, host-local,
+# loopback, portmap in /usr/lib/cni), iptables and conntrack for kube-proxy.
+CLUSTER_APT_PACKAGES := runc containernetworking-plugins iptables conntrack
+cluster-deps:
+	@missing=""; for p in $(CLUSTER_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(APT_INSTALL_MISSING)
 
 $(KUBE_TOOLS)/%-$(KUBE_VERSION): | tools/kube/apiserver/go.mod tools/kube/apiserver/go.sum
 	@mkdir -p $(KUBE_TOOLS)

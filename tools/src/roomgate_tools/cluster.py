@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +45,8 @@ POD_CIDR = "10.88.0.0/16"
 CLUSTER_DNS = BRIDGE_IP
 NODE_NAME = "roomgate-node"
 PAUSE_IMAGE = "roomgate.local/pause:1"
-CNI_BIN_DIR = "/usr/lib/cni"
+CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins (`make cluster-deps`)
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 UP_TIMEOUT = 180.0
 INGRESS_TIMEOUT = 180.0  # on top of UP_TIMEOUT: the infra image's import and the pod's start
 
@@ -145,6 +147,9 @@ class Cluster:
     def _containerd(self, deadline: float) -> Path:
         base = self.workdir / "containerd"
         (base / "root").mkdir(parents=True, exist_ok=True)
+        # Without them every pod sandbox fails, retried forever: say so now instead.
+        if missing := [p for p in CNI_PLUGINS if not (Path(CNI_BIN_DIR) / p).exists()]:
+            raise ProcessError(f"CNI plugins {missing} not in {CNI_BIN_DIR}: make cluster-deps")
         net_d = self.workdir / "cni" / "net.d"
         net_d.mkdir(parents=True, exist_ok=True)
         _write_json(
@@ -557,7 +562,13 @@ def _up(workdir: Path, timeout: float, ingress: bool) -> int:
             print((workdir / "runner.log").read_text()[-6000:], file=sys.stderr)
             return 1
         time.sleep(0.5)
-    print(f"cluster not up in {timeout}s; see {workdir}/logs", file=sys.stderr)
+    # `down` removes the state directory: keep the component and pod logs for the post-mortem.
+    kept = workdir.with_name(workdir.name + ".last-failure")
+    shutil.rmtree(kept, ignore_errors=True)
+    for logs in ("logs", "pod-logs"):
+        if (workdir / logs).is_dir():
+            shutil.copytree(workdir / logs, kept / logs, symlinks=True)
+    print(f"cluster not up in {timeout}s; logs kept in {kept}", file=sys.stderr)
     _down(workdir)
     return 1
 
