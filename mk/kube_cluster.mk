@@ -4,11 +4,11 @@
 # $(KUBE_TOOLS)/<name>-<version> like mk/kube.mk does, so a second build is a no-op and a fresh
 # clone relinks from the shared Go build cache.
 
-CLUSTER_COMPONENTS := kubelet kube-controller-manager kube-scheduler kube-proxy
+CLUSTER_COMPONENTS := kubelet kube-controller-manager kube-scheduler kube-proxy kubectl
 CLUSTER_BINS := $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_TOOLS)/$(c)-$(KUBE_VERSION))
 
 .PHONY: cluster-tools cluster-deps
-cluster-tools: cluster-deps kube-tools $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_BIN)/$(c)) ## build kubelet, controller-manager, scheduler, kube-proxy (cached in .cache/kube-tools)
+cluster-tools: cluster-deps kube-tools $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_BIN)/$(c)) ## build kubelet, controller-manager, scheduler, kube-proxy, kubectl (cached in .cache/kube-tools)
 
 # What the node runs from Debian: runc under containerd, the CNI plugins (bridge, host-local,
 # loopback, portmap in /usr/lib/cni), iptables and conntrack for kube-proxy.
