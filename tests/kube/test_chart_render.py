@@ -164,6 +164,19 @@ def test_ingress_affinity_and_websocket_timeouts(helm: str) -> None:
     assert a["nginx.ingress.kubernetes.io/session-cookie-max-age"]
     assert a["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
     assert a["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+    # The same settings for HAProxy Ingress (the e2e cluster's controller, tests/e2e).
+    h = "haproxy-ingress.github.io/"
+    assert a[h + "affinity"] == "cookie"
+    assert a[h + "session-cookie-name"] == "roomgate-affinity"
+    assert a[h + "session-cookie-dynamic"] == "false"
+    assert a[h + "session-cookie-value-strategy"] == "pod-uid"
+    assert a[h + "session-cookie-preserve"] == "true"
+    assert a[h + "session-cookie-keywords"].endswith("attr Max-Age=172800")
+    assert a[h + "timeout-tunnel"] == a[h + "timeout-server"] == "3600s"
+    off = objects(render(helm, (), "ingress.affinity.enabled=false"))
+    no_affinity = by_kind(off, "Ingress")["rg-roomgate-gateway"]["metadata"]["annotations"]
+    assert not [k for k in no_affinity if "affinity" in k or "cookie" in k]
+    assert no_affinity[h + "timeout-tunnel"] == "3600s"
     # The protocol, its SSE fallback and the console are public: /metrics and the publish
     # API stay in the cluster.
     public = ["/ws", "/sse", "/console"]
