@@ -113,7 +113,7 @@ def test_every_pod_is_hardened(helm: str) -> None:
     """Every container: non-root, read-only root, no capabilities, RuntimeDefault seccomp."""
     for case, values in MATRIX.items():
         for obj in objects(render(helm, values)):
-            if obj["kind"] not in ("Deployment", "StatefulSet"):
+            if obj["kind"] not in ("Deployment", "StatefulSet", "Job"):
                 continue
             pod = obj["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True, (case, obj["metadata"]["name"])
@@ -125,6 +125,40 @@ def test_every_pod_is_hardened(helm: str) -> None:
                 assert sc["seccompProfile"]["type"] == "RuntimeDefault"
                 assert c["resources"]["requests"]
                 assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+
+
+def test_uninstall_hook_releases_the_policies_with_least_privilege(helm: str) -> None:
+    """helm uninstall's pre-delete hook (operator-uninstall.yaml): a Job that may only list,
+    delete and patch GatewayPolicies, inside the operator's NetworkPolicy, gone once done."""
+    docs = objects(render(helm))
+    hooks = [d for d in docs if d["metadata"].get("annotations", {}).get("helm.sh/hook")]
+    assert {(d["kind"], d["metadata"]["name"]) for d in hooks} == {
+        (kind, "rg-roomgate-operator-uninstall")
+        for kind in ("ServiceAccount", "Role", "RoleBinding", "Job")
+    }
+    for hook in hooks:
+        annotations = hook["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    role = by_kind(hooks, "Role")["rg-roomgate-operator-uninstall"]
+    assert role["rules"] == [
+        {"apiGroups": ["roomgate.io"], "resources": ["gatewaypolicies"],
+         "verbs": ["list", "delete", "patch"]}
+    ]  # fmt: skip
+    job = by_kind(hooks, "Job")["rg-roomgate-operator-uninstall"]
+    pod = job["spec"]["template"]
+    assert pod["spec"]["serviceAccountName"] == "rg-roomgate-operator-uninstall"
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:3] == ["python", "-m", "roomgate_operator.uninstall"]
+    assert "--selector=app.kubernetes.io/instance=rg" in command and "--timeout=60" in command
+    policy = by_kind(docs, "NetworkPolicy")["rg-roomgate-operator"]["spec"]["podSelector"]
+    labels = pod["metadata"]["labels"]
+    assert all(labels[k] == v for k, v in policy["matchLabels"].items())
+    (expression,) = policy["matchExpressions"]
+    assert labels[expression["key"]] in expression["values"]
+    assert "operator" in expression["values"]
+    assert not [d for d in objects(render(helm, (), "operator.enabled=false"))
+                if d["metadata"].get("annotations", {}).get("helm.sh/hook")]  # fmt: skip
 
 
 def test_probes_and_grace(helm: str) -> None:

@@ -11,7 +11,10 @@
 * create/update/resume of a GatewayPolicy: publish its limits at once (seconds count: the
   gateways apply them to live connections);
 * a timer per policy: the whole level-based reconcile (limits again, status, scaling);
-* delete (optional, no finalizer): the gateways go back to their own settings.
+* delete (optional): the gateways go back to their own settings. kopf still puts its
+  finalizer on every policy, because the timer needs one (``kopf.timer`` always does); helm
+  uninstall's pre-delete hook (``uninstall.py``) deletes the release's policies while this
+  operator still runs to release them.
 
 A policy's own state (``PolicyState``: its stabilisation windows, drain, caches, and the
 lock that runs its handlers one at a time) is per object on purpose: it lives in that

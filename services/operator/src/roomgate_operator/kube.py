@@ -9,6 +9,7 @@ race) and ``NotFound``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -190,6 +191,34 @@ class KubeClient:
             )
             for item in found.get("items", [])
         ]
+
+    async def policy_finalizers(self, namespace: str, selector: str) -> dict[str, list[str]]:
+        """The GatewayPolicies matching the label ``selector``: name → finalizers."""
+        async with _translate(f"gatewaypolicies {namespace}"):
+            found = await self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, label_selector=selector
+            )
+        return {
+            item["metadata"]["name"]: list(item["metadata"].get("finalizers") or [])
+            for item in found.get("items", [])
+        }
+
+    async def delete_policy(self, namespace: str, name: str) -> None:
+        """Ask for the deletion (its finalizers still hold it); gone already is fine."""
+        with contextlib.suppress(NotFound):
+            async with _translate(f"gatewaypolicy {namespace}/{name}"):
+                await self._custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name
+                )
+
+    async def set_policy_finalizers(self, namespace: str, name: str, keep: list[str]) -> None:
+        with contextlib.suppress(NotFound):
+            async with _translate(f"gatewaypolicy {namespace}/{name} finalizers"):
+                await self._custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name,
+                    {"metadata": {"finalizers": keep}},
+                    _content_type=MERGE_PATCH,  # type: ignore[call-arg]  # missing from the stubs
+                )  # fmt: skip
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         async with _translate(f"gatewaypolicy {namespace}/{name} status"):
