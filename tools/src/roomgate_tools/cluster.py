@@ -24,6 +24,7 @@ or ``$PATH``; a missing one raises ProcessError. Needs root (bridge, iptables, c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -378,32 +379,38 @@ def _bridge_up() -> None:
     _run("sysctl", "-qw", "net.ipv4.ip_forward=1", check=False)
 
 
-def _kill_shims(workdir: Path) -> None:
-    """containerd's shims (and their containers) reparent to init, out of PR_SET_PDEATHSIG's
-    reach: find them by the socket address under ``workdir`` and kill their process groups."""
-    address = str(workdir.resolve() / "containerd" / "containerd.sock")
+def _kill_leftovers(workdir: Path) -> None:
+    """Kill what still runs of this cluster. containerd's shims (and their containers)
+    reparent to init, out of PR_SET_PDEATHSIG's reach: found by the socket address under
+    ``workdir``, they go with their children. Any other process naming ``workdir`` in its
+    arguments (a component whose supervisor died mid-start) goes too; not this process nor
+    its parent (the runner, or ``down`` run from it)."""
+    root = str(workdir.resolve())
+    address = f"{root}/containerd/containerd.sock".encode()
+    spared = {os.getpid(), os.getppid()}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"containerd-shim" in argv[0] and address.encode() in argv:
+        pid = int(proc.name)
+        if pid in spared or not any(root.encode() in arg for arg in argv):
+            continue
+        if b"containerd-shim" in argv[0] and address in argv:
             for child in Path("/proc").glob("[0-9]*"):
                 try:
                     if (child / "stat").read_text().split(") ")[1].split()[1] == proc.name:
                         os.kill(int(child.name), signal.SIGKILL)
                 except (OSError, IndexError, ValueError):
                     continue
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except ProcessLookupError:
-                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _cleanup_host(workdir: Path) -> None:
     """Unmount what containerd and kubelet mounted under workdir; drop the bridge and the
     iptables chains kube-proxy and the CNI plugins made."""
-    _kill_shims(workdir)
+    _kill_leftovers(workdir)
     mounts = [
         line.split()[1]
         for line in Path("/proc/mounts").read_text().splitlines()
