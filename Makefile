@@ -70,12 +70,14 @@ pytest:
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Each concern may add its own targets in mk/*.mk and append prerequisites of `make test`
-# to TEST_DEPS (e.g. Go-built tools for the Kubernetes tests).
+# to TEST_DEPS (e.g. Go-built tools for the Kubernetes tests), or to TEST_LAST what runs
+# after the main suite (the end-to-end tests on a real cluster).
 TEST_DEPS :=
+TEST_LAST :=
 -include mk/*.mk
 
 .PHONY: test
-test: setup check-protos lint types $(TEST_DEPS) pytest ## what CI runs: install, check generated code, lint, all tests
+test: setup check-protos lint types $(TEST_DEPS) pytest $(TEST_LAST) ## what CI runs: install, check generated code, lint, all tests
 
 .PHONY: check
 check: setup check-protos lint types $(TEST_DEPS) pytest ## lint, types and tests
