@@ -82,7 +82,9 @@ $(KUBE_BIN)/haproxy-ingress: $(HAPROXY_INGRESS_DIR)/.done
 	ln -sfn $(HAPROXY_INGRESS_DIR) $@
 
 .PHONY: cluster-up cluster-down
-cluster-up: cluster-tools ## start a real single-node cluster (state in .cache/cluster; prints KUBECONFIG)
+# With HAProxy Ingress (its pod runs the infra image); CLUSTER_UP_ARGS= for the bare node.
+CLUSTER_UP_ARGS ?= --ingress
+cluster-up: cluster-tools images ## start a real single-node cluster with its ingress (state in .cache/cluster; prints KUBECONFIG and the ingress URL)
 	$(BIN)/python -m roomgate_tools.cluster up --dir $(CURDIR)/.cache/cluster $(CLUSTER_UP_ARGS)
 
 cluster-down: ## stop what cluster-up started and remove its bridge, mounts and state
