@@ -383,8 +383,8 @@ def _kill_leftovers(workdir: Path) -> None:
     """Kill what still runs of this cluster. containerd's shims (and their containers)
     reparent to init, out of PR_SET_PDEATHSIG's reach: found by the socket address under
     ``workdir``, they go with their children. Any other process naming ``workdir`` in its
-    arguments (a component whose supervisor died mid-start) goes too; not this process nor
-    its parent (the runner, or ``down`` run from it)."""
+    arguments (a component whose supervisor died mid-start) goes too; not this process, its
+    parent, nor this module's own commands (``down`` waiting for the runner it stopped)."""
     root = str(workdir.resolve())
     address = f"{root}/containerd/containerd.sock".encode()
     spared = {os.getpid(), os.getppid()}
@@ -394,7 +394,9 @@ def _kill_leftovers(workdir: Path) -> None:
         except OSError:
             continue
         pid = int(proc.name)
-        if pid in spared or not any(root.encode() in arg for arg in argv):
+        if pid in spared or b"roomgate_tools.cluster" in argv:
+            continue
+        if not any(root.encode() in arg for arg in argv):
             continue
         if b"containerd-shim" in argv[0] and address in argv:
             for child in Path("/proc").glob("[0-9]*"):
