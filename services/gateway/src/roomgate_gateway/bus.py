@@ -200,9 +200,17 @@ class RoomBus:
     async def start(self) -> None:
         if self._shards is not None:
             await self._shards.start()
-        await self._pubsub.subscribe(*self._control)
-        self.connected.set()
-        self._metrics.redis_up.set(1)
+        try:
+            await self._pubsub.subscribe(*self._control)
+        except CONNECTION_ERRORS as exc:
+            # Pods start together: Redis may come a few seconds after the gateway. Start
+            # disconnected (/readyz says 503 meanwhile); the reader's reconnect loop
+            # subscribes once Redis answers, as after any outage, rather than a crash loop.
+            self._metrics.redis_up.set(0)
+            log.warning("redis not reachable at start: %s; waiting for it", type(exc).__name__)
+        else:
+            self.connected.set()
+            self._metrics.redis_up.set(1)
         self._task = asyncio.create_task(self._read(), name="bus-reader")
 
     async def stop(self) -> None:

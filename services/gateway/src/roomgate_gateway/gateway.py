@@ -377,10 +377,12 @@ class Gateway:
     async def catch_up(self) -> None:
         """After the bus reconnects: what it missed. Revocations announced meanwhile: the
         sessions are checked against Redis, and the publish APIs' kept credentials are
-        verified again; room messages: each served room's history (fanout.py)."""
+        verified again; room messages: each served room's history (fanout.py); the live
+        policy (a change announced meanwhile, or none read at start: Redis came later)."""
         self.publish_credentials.clear()
         await sweep_revoked(self.table, self.store)
         await self.fanout.catch_up()
+        await self.policy.load()
 
     def _on_control(self, channel: str, data: bytes) -> None:
         self.control.on_control_message(channel, data)
