@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 from roomgate.escalation.v1 import escalation_pb2 as pb
 from roomgate_common import keys
 from roomgate_common.envelope import make_envelope
 from roomgate_common.publisher import Publisher
+from roomgate_escalation.policy import PolicyConfig
+from roomgate_escalation.server import EscalationReplica
+from roomgate_escalation.settings import EscalationSettings
+from roomgate_tools.procs import RedisProcess, free_port
 
-from tests.escalation.conftest import escalation_counts, room_events, wait_for
+from tests.escalation.conftest import FAST, POLICY, escalation_counts, room_events, wait_for
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 STREAM = keys.room_history("alerts")
@@ -164,3 +170,38 @@ async def test_replicas_share_the_bus(make_replica, stub_for, redis):
         for r in replicas
     )
     assert applied == 30
+
+
+async def test_a_replica_started_before_redis_consumes_once_it_comes(escalation_auth, tmp_path):
+    """Pods of a release start together: a replica whose Redis comes later does not crash;
+    once Redis answers it creates the consumer group and applies what arrives."""
+    later = RedisProcess(tmp_path / "redis", port=free_port(), aof=False)
+    settings = EscalationSettings.from_env(
+        redis_url=later.url,
+        auth_addr=f"127.0.0.1:{escalation_auth.port}",
+        escalation_listen="127.0.0.1:0",
+        escalation_consumer_name="late",
+        **FAST,
+    )
+    replica = EscalationReplica(settings, config=PolicyConfig.from_mapping(POLICY))
+    await replica.start()
+    redis = None
+    try:
+        later.start()
+        redis = aioredis.Redis.from_url(later.url)
+
+        async def group_created() -> bool:
+            try:
+                return any(g["name"] == b"escalation" for g in await redis.xinfo_groups(STREAM))
+            except ResponseError:  # no stream yet
+                return False
+
+        await wait_for(group_created)
+        await publish(redis, "alert_triggered", protocol_alert())
+        events = await wait_for(lambda: room_events(redis, "alerts", "alert_escalated"))
+        assert events[0]["id"] == "789:esc:1"
+    finally:
+        await replica.stop()
+        if redis is not None:
+            await redis.aclose()
+        later.stop()

@@ -67,7 +67,12 @@ class BusConsumer:
         self._busy = False
 
     async def start(self) -> None:
-        await self.alerts.store.ensure_group(self.stream, self.group)
+        try:
+            await self.alerts.store.ensure_group(self.stream, self.group)
+        except (BusUnavailable, BusBusy):
+            # Pods start together: Redis may come a few seconds after this one. The loop
+            # retries, and its first read then gets NOGROUP and creates the group.
+            log.warning("redis unavailable at start, bus consumer waits for it")
         self._task = asyncio.create_task(self._run(), name="escalation-bus")
 
     async def stop(self, grace: float) -> None:
