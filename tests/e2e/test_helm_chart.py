@@ -29,6 +29,10 @@ def test_chart_installs_and_every_pod_becomes_ready(release: Release) -> None:
     assert pods, f"no pod in {NAMESPACE}"
     for pod in pods:
         assert condition(pod, "Ready") == "True", summary
+        # No crash loop while the release's pods came up together (Redis a few seconds
+        # after the gateways and escalation: they wait for it, tests/gateway/test_redis_at_start.py).
+        for container in pod["status"].get("containerStatuses") or []:
+            assert container["restartCount"] == 0, summary
     by_component: dict[str, int] = {}
     for pod in pods:
         component = pod["metadata"]["labels"].get("app.kubernetes.io/component", "")
