@@ -12,7 +12,10 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 # Debian packages the tests and `make dev` run for real.
 APT_PACKAGES := redis-server haproxy
 # A recipe's shell fragment: install the Debian packages listed in $$missing (if any), as root or
-# through sudo. Each target computes $$missing its own way (dpkg -s, or `command -v`).
+# through sudo. $(call APT_ENSURE,<packages>) computes $$missing with dpkg -s; images-deps
+# computes it from `command -v`.
+APT_ENSURE = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	$(APT_INSTALL_MISSING)
 APT_INSTALL_MISSING = if [ -n "$$missing" ]; then \
 	  command -v apt-get >/dev/null || { echo "install$$missing (no apt-get here)"; exit 1; }; \
 	  echo "installing:$$missing"; \
@@ -26,8 +29,7 @@ help: ## list the targets
 
 .PHONY: system-deps
 system-deps: ## install the Debian packages (redis-server, haproxy) when missing
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	$(APT_INSTALL_MISSING)
+	@$(call APT_ENSURE,$(APT_PACKAGES))
 	@command -v redis-server >/dev/null || { echo "redis-server missing after install"; exit 1; }
 
 .PHONY: uv

@@ -14,8 +14,7 @@ cluster-tools: cluster-deps kube-tools $(foreach c,$(CLUSTER_COMPONENTS),$(KUBE_
 # loopback, portmap in /usr/lib/cni), iptables and conntrack for kube-proxy.
 CLUSTER_APT_PACKAGES := runc containernetworking-plugins iptables conntrack
 cluster-deps:
-	@missing=""; for p in $(CLUSTER_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	$(APT_INSTALL_MISSING)
+	@$(call APT_ENSURE,$(CLUSTER_APT_PACKAGES))
 
 $(KUBE_TOOLS)/%-$(KUBE_VERSION): | tools/kube/apiserver/go.mod tools/kube/apiserver/go.sum
 	@mkdir -p $(KUBE_TOOLS)
