@@ -6,8 +6,11 @@ remembers the hashes it has a field in (``keys.gateway_count_keys``) so that the
 forget its counts if it dies. A field is deleted when its count reaches zero, and the hash
 leaves the gateway's set with it: neither grows with every IP and principal ever seen.
 
-The gateway keeps its own reference count per hash (``refs``), changed before any Redis
-call: the set entry is removed when the last local connection leaves a hash, never while
+On a single Redis a connect's script adds the field and the set entry together and a
+disconnect's removes them together, so the set is right whatever order the gateway's
+pipelines arrive in. On a cluster the hash and the set may be on different shards: there
+the gateway keeps its own reference count per hash (``refs``), changed before any Redis
+call, and removes the set entry when the last local connection leaves a hash, never while
 another local connection is being counted there.
 """
 
@@ -31,7 +34,7 @@ class ConnectionCounts:
     def __init__(self, store: GatewayStore) -> None:
         self._store = store
         self._single = not store.cluster
-        self.refs: dict[str, int] = {}
+        self.refs: dict[str, int] = {}  # on a cluster only
         # The wall clock that places a rate in its calendar minute (tests freeze it).
         self.clock: Callable[[], float] = time.time
 
@@ -46,21 +49,10 @@ class ConnectionCounts:
             if not await self.connect_allowed(principal, per_minute):
                 return RATE_REFUSED
             return await self.count(limited)
-        for key, _ in limited:
-            self._ref(key, 1)
-        try:
-            outcome = await self._store.admit(
-                keys.rate_connect(principal, int(self.clock() // 60)), per_minute, limited
-            )
-        except BaseException:
-            for key, _ in limited:
-                self._ref(key, -1)
-            raise
-        if outcome == -2:
-            return None
-        for key, _ in limited:
-            self._ref(key, -1)
-        return outcome
+        outcome = await self._store.admit(
+            keys.rate_connect(principal, int(self.clock() // 60)), per_minute, limited
+        )
+        return None if outcome == -2 else outcome
 
     async def connect_allowed(self, principal: str, per_minute: int) -> bool:
         """Count one connect of ``principal`` (``kind:id``) in this calendar minute,
@@ -102,11 +94,11 @@ class ConnectionCounts:
     async def uncount(self, counted: list[str]) -> None:
         """One connection less in each key of ``counted``: one round trip on a single Redis;
         in a cluster (keys on different shards) one or two per key."""
+        if self._single:
+            await self._store.release(counted)
+            return
         for key in counted:
             self._ref(key, -1)
-        if self._single:
-            await self._store.release([(key, not self.refs.get(key)) for key in counted])
-            return
         for key in counted:
             gone = await self._store.uncount(key)
             if gone and not self.refs.get(key):

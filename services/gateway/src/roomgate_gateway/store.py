@@ -235,15 +235,11 @@ class GatewayStore:
         async with translate_errors("disconnect"):
             return bool(await self._uncount(keys=[key], args=[self._gid]))
 
-    async def release(self, counted: Sequence[tuple[str, bool]]) -> None:
-        """``store_release.lua``: one connection less in each ``(key, forget)``, and each
-        key whose field is gone out of the gateway's set where ``forget`` (a single Redis)."""
+    async def release(self, counted: Sequence[str]) -> None:
+        """``store_release.lua``: one connection less in each key of ``counted``, and each
+        key whose field is gone out of the gateway's set (a single Redis)."""
         async with translate_errors("disconnect"):
-            await self._script(
-                self._release,
-                [*(key for key, _ in counted), self._counts],
-                [self._gid, *(int(forget) for _, forget in counted)],
-            )
+            await self._script(self._release, [*counted, self._counts], [self._gid])
 
     async def remember_counts(self, counted: Sequence[str]) -> None:
         async with translate_errors("connect"):
