@@ -7,6 +7,7 @@ tests/e2e/test_uninstall.py.)"""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -81,5 +82,11 @@ async def test_the_command_line_exits_0_and_1(cluster: Cluster) -> None:
     """As the chart's Job runs it; an unusable API (no credentials) is exit 1, not a trace."""
     argv = ["--namespace", cluster.ns, "--selector", RELEASE, "--timeout", "1"]
     ok = [*argv, "--kubeconfig", str(cluster.api.kubeconfig)]
-    assert await asyncio.to_thread(main, ok) == 0
-    assert await asyncio.to_thread(main, [*argv, "--kubeconfig", "/nonexistent"]) == 1
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level  # main sets up the JSON logging of the Job
+    try:
+        assert await asyncio.to_thread(main, ok) == 0
+        assert await asyncio.to_thread(main, [*argv, "--kubeconfig", "/nonexistent"]) == 1
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
