@@ -178,29 +178,28 @@ class KubeClient:
 
     # -- GatewayPolicies -------------------------------------------------------------------
 
-    async def policies(self, namespace: str) -> list[PolicyRef]:
+    async def _list_policies(self, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         async with _translate(f"gatewaypolicies {namespace}"):
             found = await self._custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL
+                GROUP, VERSION, namespace, PLURAL, label_selector=selector
             )
+        return list(found.get("items", []))
+
+    async def policies(self, namespace: str) -> list[PolicyRef]:
         return [
             PolicyRef(
                 created=str(item["metadata"].get("creationTimestamp", "")),
                 name=item["metadata"]["name"],
                 target=str(item.get("spec", {}).get("targetRef", {}).get("name", "")),
             )
-            for item in found.get("items", [])
+            for item in await self._list_policies(namespace)
         ]
 
     async def policy_finalizers(self, namespace: str, selector: str) -> dict[str, list[str]]:
         """The GatewayPolicies matching the label ``selector``: name → finalizers."""
-        async with _translate(f"gatewaypolicies {namespace}"):
-            found = await self._custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, label_selector=selector
-            )
         return {
             item["metadata"]["name"]: list(item["metadata"].get("finalizers") or [])
-            for item in found.get("items", [])
+            for item in await self._list_policies(namespace, selector)
         }
 
     async def delete_policy(self, namespace: str, name: str) -> None:
