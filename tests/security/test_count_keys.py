@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from roomgate_common import keys
@@ -10,14 +11,30 @@ from roomgate_common.redis_adapter import connect
 from roomgate_gateway.counts import ConnectionCounts
 from roomgate_gateway.store import GatewayStore
 
-from tests.gateway.conftest import Stack
+from tests.gateway.conftest import Stack, running_stack
 
 pytestmark = pytest.mark.timeout(30)
 
 
-@pytest.mark.gateway_settings(max_connections_per_ip=50)
-async def test_count_keys_are_removed_when_their_count_reaches_zero(stack: Stack) -> None:
+@pytest.fixture(params=["single", "cluster"])
+async def counted_stack(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The stack on a single Redis (one script per connect and disconnect) or on a Redis
+    Cluster (hash and set on different shards: the gateway's reference counts decide)."""
+    url = redis_url
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        cluster = connect(url)
+        await cluster.flushall()  # type: ignore[call-arg]
+        await cluster.aclose()
+    async with running_stack(url, services_url=redis_url, max_connections_per_ip=50) as stack:
+        yield stack
+
+
+async def test_count_keys_are_removed_when_their_count_reaches_zero(
+    counted_stack: Stack,
+) -> None:
     """After 20 principals connect and leave, no count hash and no countkeys entry is left."""
+    stack = counted_stack
     clients = [await stack.connect(stack.token(str(100 + i))) for i in range(20)]
     redis = connect(stack.redis_url)
     try:
