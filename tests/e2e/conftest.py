@@ -161,12 +161,13 @@ class Release:
         pods = self.cluster.get("pods", "-l", GATEWAY_SELECTOR)["items"]
         return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
-    def ready_gateways(self) -> dict[str, str]:
-        """Ready gateway pods: name → UID (the affinity cookie's value)."""
+    def ready_gateways(self, pods: list[dict[str, Any]] | None = None) -> dict[str, str]:
+        """Ready gateway pods (of ``pods``, default: ``gateway_pods()``): name → UID (the
+        affinity cookie's value)."""
         return {
             p["metadata"]["name"]: p["metadata"]["uid"]
-            for p in self.gateway_pods()
-            if condition(p, "Ready") == "True"
+            for p in (self.gateway_pods() if pods is None else pods)
+            if condition(p, "Ready") == "True" and not p["metadata"].get("deletionTimestamp")
         }
 
     def wait_gateways(self, replicas: int | None = None, timeout: float = 180) -> dict[str, str]:
@@ -180,7 +181,7 @@ class Release:
             else:
                 want = replicas
             pods = self.cluster.get("pods", "-l", GATEWAY_SELECTOR)["items"]
-            ready = self.ready_gateways()
+            ready = self.ready_gateways(pods)
             return ready if len(pods) == len(ready) == want else None
 
         result: dict[str, str] = self.cluster.wait(

@@ -129,17 +129,14 @@ async def _routed(release: Release, pod: str, uid: str, within: float = 60) -> N
         await asyncio.sleep(0.5)
 
 
-def _gateway_pods(release: Release) -> dict[str, dict[str, Any]]:
-    return {p["metadata"]["name"]: p for p in release.gateway_pods()}
-
-
 async def test_the_operator_scales_on_connections_and_removes_the_emptiest_pod(
     release: Release, policy: dict[str, Any]
 ) -> None:
     old = release.wait_gateways(2)
-    first, second = sorted(
-        old, key=lambda n: _gateway_pods(release)[n]["metadata"]["creationTimestamp"]
-    )
+    created = {
+        p["metadata"]["name"]: p["metadata"]["creationTimestamp"] for p in release.gateway_pods()
+    }
+    first, second = sorted(old, key=created.__getitem__)
     policy["spec"]["scaling"].update(
         minReplicas=2, maxReplicas=3, targetConnectionsPerPod=4,
         scaleUpStabilizationSeconds=0, scaleDownStabilizationSeconds=10,
