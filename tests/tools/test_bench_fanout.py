@@ -4,6 +4,7 @@ client (a check of the harness, not of speed)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import msgspec
@@ -11,7 +12,12 @@ import pytest
 from roomgate_tools.bench import fanout
 from roomgate_tools.bench._fanout.centrifugo import CentrifugoTarget
 from roomgate_tools.bench._fanout.ledger import DeliveryLedger, percentile_ms
-from roomgate_tools.bench._fanout.targets import GatewayTarget, SocketIOTarget, StarletteTarget
+from roomgate_tools.bench._fanout.targets import (
+    GatewayTarget,
+    SocketIOTarget,
+    StarletteTarget,
+    byte_compile,
+)
 from roomgate_tools.bench._fanout.wire import (
     CentrifugoWire,
     Kind,
@@ -19,7 +25,7 @@ from roomgate_tools.bench._fanout.wire import (
     RoomgateWire,
     SocketIOWire,
 )
-from roomgate_tools.procs import RedisProcess
+from roomgate_tools.procs import ProcessError, RedisProcess
 
 
 def _envelope(seq: int, sent: int) -> dict[str, object]:
@@ -174,3 +180,16 @@ async def test_run_counts_every_delivered_event(
     assert result.rate is not None
     assert result.rate.published == 20
     assert "ERROR" not in fanout.render({target.name: result}, options, "0")
+
+
+def test_a_server_s_import_path_is_byte_compiled_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the images: the memory baseline must not hold the compiler's leftovers."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("X = 1\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    byte_compile(sys.executable)
+    assert list((tmp_path / "pkg" / "__pycache__").glob("mod.*.pyc"))
+    with pytest.raises(ProcessError, match="byte-compiling"):
+        byte_compile(str(tmp_path / "no-python"))

@@ -15,6 +15,7 @@ import asyncio
 import http.client
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,30 @@ def _script(name: str) -> str:
     if not found:
         raise ProcessError(f"{name} is not installed; run `make setup`")
     return found
+
+
+# The server's venv and workspace sources compiled to bytecode before it starts (the stdlib
+# comes compiled), as in the images (UV_COMPILE_BYTECODE=1, services/*/Dockerfile). Otherwise a
+# venv without .pyc files (uv's default; PYTHONDONTWRITEBYTECODE) compiles at import, the
+# compiler's freed memory sits in the baseline RSS and the connections reuse it: the
+# per-connection figure then reads ~6 KiB low, and differently for two venvs whose .pyc files
+# differ (seen 2026-12-04, docs/benchmarks.md).
+_BYTE_COMPILE = (
+    "import compileall, os, sys\n"
+    "for p in sys.path:\n"
+    "    if os.path.isdir(p) and not p.startswith(sys.base_prefix):\n"
+    "        compileall.compile_dir(p, quiet=2, workers=0)\n"
+)
+
+
+def byte_compile(python: str) -> None:
+    """Compile what ``python`` imports from (a no-op when the .pyc files are current)."""
+    try:
+        done = subprocess.run([python, "-c", _BYTE_COMPILE], capture_output=True, text=True)
+    except OSError as exc:
+        raise ProcessError(f"byte-compiling for {python} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise ProcessError(f"byte-compiling for {python} failed:\n{done.stderr[-2000:]}")
 
 
 class _Target:
@@ -128,6 +153,7 @@ class _BaselineTarget(_Target):
     ws = "auto"  # uvicorn's WebSocket implementation (fanout --baseline-ws)
 
     def start(self, workdir: Path, redis_url: str, clients: int) -> None:
+        byte_compile(sys.executable)
         self.port = free_port()
         argv = [sys.executable, "-m", self.module, "--port", str(self.port)]
         argv += ["--redis-url", redis_url, "--channel", self.channel, "--ws", self.ws]
@@ -202,6 +228,7 @@ class GatewayTarget(_Target):
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
     def start(self, workdir: Path, redis_url: str, clients: int) -> None:
+        byte_compile(self._bin("python"))
         # One user per client, and a few more for the warm-up clients.
         self.tokens = [self._mint(user) for user in range(1, clients + 100)]
         common = {
